@@ -82,7 +82,7 @@ def publish(
         raise
     finally:
         con.unregister("_publish_frame")
-    return con.execute(f"select count(*) from {target}").fetchone()[0]
+    return con.execute(f"select count(*) from {target}").fetchall()[0][0]
 
 
 def read_table(con: duckdb.DuckDBPyConnection, table: str, schema: str = SCHEMA) -> pl.DataFrame:
@@ -93,5 +93,5 @@ def table_exists(con: duckdb.DuckDBPyConnection, table: str, schema: str = SCHEM
     row = con.execute(
         "select count(*) from information_schema.tables where table_schema = ? and table_name = ?",
         [schema, table],
-    ).fetchone()
+    ).fetchall()[0]
     return bool(row and row[0])
