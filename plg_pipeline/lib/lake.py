@@ -41,16 +41,25 @@ def write_parquet(frame: pl.DataFrame | pl.LazyFrame, path: Path | str) -> Path:
     return path
 
 
-def partition_files(lake_dir: Path | str, table: str, dates: Iterable[date | str] | None = None) -> list[Path]:
+def partition_files(
+    lake_dir: Path | str, table: str, dates: Iterable[date | str] | None = None
+) -> list[Path]:
     """Existing partition files of `table`, all of them or those of `dates`, in date order."""
     folder = Path(lake_dir) / table
     if dates is None:
         return sorted(folder.glob("dt=*.parquet"))
-    return [p for p in (partition_path(lake_dir, table, d) for d in sorted(map(str, dates))) if p.exists()]
+    return [
+        p
+        for p in (partition_path(lake_dir, table, d) for d in sorted(map(str, dates)))
+        if p.exists()
+    ]
 
 
 def scan_partitions(
-    lake_dir: Path | str, table: str, schema: dict[str, pl.DataType], dates: Iterable[date | str] | None = None
+    lake_dir: Path | str,
+    table: str,
+    schema: dict[str, pl.DataType],
+    dates: Iterable[date | str] | None = None,
 ) -> pl.LazyFrame:
     """Lazy scan over partition files; an empty frame with `schema` when there are none."""
     files = partition_files(lake_dir, table, dates)

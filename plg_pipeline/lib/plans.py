@@ -56,7 +56,9 @@ class PlanCatalog(StrictModel):
         return self.plans[i + 1] if i + 1 < len(self.plans) else None
 
 
-def load_plans(raw_dir: Path | str | None = None, config_dir: Path | str | None = None) -> PlanCatalog:
+def load_plans(
+    raw_dir: Path | str | None = None, config_dir: Path | str | None = None
+) -> PlanCatalog:
     """The raw root's `config/plans.yaml` when present (the contract), else the packaged default."""
     if raw_dir is not None and (Path(raw_dir) / "config" / "plans.yaml").exists():
         return load_config(Path(raw_dir) / "config" / "plans.yaml", PlanCatalog)

@@ -73,7 +73,9 @@ def publish(
             con.execute(f"create or replace table {target} as select * from _publish_frame")
         else:
             column, value = replace_where
-            con.execute(f"create table if not exists {target} as select * from _publish_frame limit 0")
+            con.execute(
+                f"create table if not exists {target} as select * from _publish_frame limit 0"
+            )
             con.execute(f"delete from {target} where {_ident(column)} = ?", [value])
             con.execute(f"insert into {target} by name select * from _publish_frame")
         con.execute("commit")
@@ -86,7 +88,9 @@ def publish(
 
 
 def read_table(con: duckdb.DuckDBPyConnection, table: str, schema: str = SCHEMA) -> pl.DataFrame:
-    return pl.from_arrow(con.sql(f"select * from {_ident(schema)}.{_ident(table)}").to_arrow_table())
+    return pl.from_arrow(
+        con.sql(f"select * from {_ident(schema)}.{_ident(table)}").to_arrow_table()
+    )
 
 
 def table_exists(con: duckdb.DuckDBPyConnection, table: str, schema: str = SCHEMA) -> bool:
