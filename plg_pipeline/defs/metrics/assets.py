@@ -1,0 +1,66 @@
+"""The dbt metrics layer as assets: models keyed by schema, dbt tests arriving as asset checks."""
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
+
+from plg_pipeline.defs.common import WAREHOUSE_POOL, owners
+from plg_pipeline.defs.metrics.project import dbt_project
+from plg_pipeline.defs.resources import PipelineSettings
+from plg_pipeline.lib.catalog import load_catalog
+
+
+class MetricsTranslator(DagsterDbtTranslator):
+    """Key each dbt model as <schema>/<model> (marts/mrr_movements), like the Polars tables,
+    owned by the metrics owners of config/pipeline.yaml."""
+
+    def get_asset_spec(
+        self, manifest: Mapping[str, Any], unique_id: str, project: DbtProject | None
+    ) -> dg.AssetSpec:
+        spec = super().get_asset_spec(manifest, unique_id, project)
+        node = self.get_resource_props(manifest, unique_id)
+        if node["resource_type"] != "model":
+            return spec
+        return spec.replace_attributes(
+            key=dg.AssetKey([node["schema"], node["name"]]),
+            group_name="metrics",
+            owners=owners("metrics"),
+        )
+
+
+def dbt_vars(settings: PipelineSettings) -> dict[str, Any]:
+    """The run's dbt vars: where the warehouse is, and the event names of the event catalog.
+
+    The catalog stays the single source of truth for event names; dbt_project.yml only holds
+    defaults for a standalone `dbt build`.
+    """
+    catalog = load_catalog(settings.config)
+    return {
+        # absolute: dbt runs with the dbt project as its working directory
+        "warehouse_path": str(Path(settings.warehouse_path).resolve()),
+        "signup_event": catalog.event("signup"),
+        "activation_event": catalog.event("activation"),
+        "invite_sent_event": catalog.event("invite_sent"),
+        "invite_accepted_event": catalog.event("invite_accepted"),
+        "prompt_viewed_event": catalog.event("prompt_viewed"),
+        "prompt_clicked_event": catalog.event("prompt_clicked"),
+        "prompt_dismissed_event": catalog.event("prompt_dismissed"),
+    }
+
+
+@dbt_assets(
+    manifest=dbt_project.manifest_path,
+    project=dbt_project,
+    dagster_dbt_translator=MetricsTranslator(),
+    pool=WAREHOUSE_POOL,
+)
+def metrics_dbt_models(
+    context: dg.AssetExecutionContext, dbt: DbtCliResource, settings: PipelineSettings
+):
+    """dbt build of the metric marts (staging views, marts tables, tests and unit tests)."""
+    args = ["build", "--vars", json.dumps(dbt_vars(settings))]
+    yield from dbt.cli(args, context=context).stream().fetch_row_counts()
