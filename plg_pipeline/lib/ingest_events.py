@@ -1,0 +1,636 @@
+"""Product events: one arrival day's files -> accepted events + quarantine, every row accounted for.
+
+Speed comes from Polars' native readers: `read_lines` (decompresses gzip in Rust) and one
+`read_ndjson` over the whole day. Python only looks at lines Polars rejects (found by splitting
+the failing batch), at values that might not be JSON strings, and at JSON that may hold PII.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import zlib
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import polars as pl
+
+from plg_pipeline.lib.pii import JsonScrubber, hash_emails, hmac_hex, mask_emails, truncate_ip
+from plg_pipeline.lib.schemas import (
+    EVENT_TYPES,
+    EVENTS_SCHEMA,
+    QUARANTINE_SCHEMA,
+    EventsValidated,
+    Quarantine,
+    parse_utc,
+    quarantine_frame,
+)
+
+if TYPE_CHECKING:
+    from plg_pipeline.lib.catalog import EventCatalog
+    from plg_pipeline.lib.ingest import IngestConfig
+
+# Top-level fields that must be JSON strings (or null), then the objects, then context's fields.
+TEXT_FIELDS = (
+    "messageId",
+    "type",
+    "action",
+    "event",
+    "name",
+    "userId",
+    "anonymousId",
+    "previousId",
+    "groupId",
+    "timestamp",
+    "receivedAt",
+)
+OBJECT_FIELDS = ("properties", "traits")
+CONTEXT_FIELDS = ("groupId", "ip")
+# Lenient schema: Polars renders numbers and nested objects in a String field as their JSON text.
+READ_SCHEMA = {
+    **dict.fromkeys(TEXT_FIELDS + OBJECT_FIELDS, pl.String()),
+    "context": pl.Struct(dict.fromkeys(CONTEXT_FIELDS, pl.String())),
+}
+PROPERTY_SCHEMA = dict.fromkeys(
+    (
+        "feature",
+        "tier",
+        "plan",
+        "required_plan",
+        "limit",
+        "metric",
+        "used",
+        "allowed",
+        "quantity",
+        "integration",
+        "invitee_email",
+        "invited_by",
+        "trigger_id",
+        "page",
+        "role",
+    ),
+    pl.String(),
+)
+TRAIT_SCHEMA = dict.fromkeys(("email", "role", "plan", "consent"), pl.String())
+PARSED_COLUMNS = (
+    "source_file",
+    "line",
+    "raw",
+    *TEXT_FIELDS,
+    *OBJECT_FIELDS,
+    *(f"context.{f}" for f in CONTEXT_FIELDS),
+    "type_error",
+)
+# A lenient String value that may have been a JSON number, boolean, object or array.
+NOT_A_STRING = r"^(?:-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?|true|false)$|^[\[{]"
+JSON_SUFFIXES = (".jsonl", ".ndjson", ".json")
+SPLIT = 16
+GZIP_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class DayIngest:
+    events: pl.DataFrame
+    quarantine: pl.DataFrame
+    stats: dict[str, int]
+
+
+def arrival_days(raw_dir: Path | str) -> list[date]:
+    """The arrival days that have a `events/dt=YYYY-MM-DD` folder, in order."""
+    days = []
+    for folder in (Path(raw_dir) / "events").glob("dt=*"):
+        try:
+            day = date.fromisoformat(folder.name.removeprefix("dt="))
+        except ValueError:
+            continue
+        if folder.is_dir():
+            days.append(day)
+    return sorted(days)
+
+
+def drop_seen(day_events: pl.DataFrame, earlier_ids: pl.LazyFrame) -> tuple[pl.DataFrame, int]:
+    """Drop events whose messageId already arrived on an earlier day (a late client retry)."""
+    seen = earlier_ids.select("event_id").collect()
+    kept = day_events.join(seen, on="event_id", how="anti", maintain_order="left")
+    return kept, day_events.height - kept.height
+
+
+# ---------------------------------------------------------------- decoding JSON text
+
+
+class _RowCountMismatch(Exception):
+    """read_ndjson saw a different number of lines (e.g. a bare CR inside a line)."""
+
+
+def _first_line(exc: Exception) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _read_ndjson(texts: pl.Series, schema: dict[str, pl.DataType]) -> pl.DataFrame:
+    buf = io.BytesIO()
+    texts.to_frame().write_csv(buf, include_header=False, quote_style="never")
+    frame = pl.read_ndjson(buf.getvalue(), schema=schema)
+    if frame.height != texts.len():
+        raise _RowCountMismatch(f"{frame.height} rows from {texts.len()} lines")
+    return frame
+
+
+def _decode(
+    texts: pl.Series, schema: dict[str, pl.DataType], classify
+) -> tuple[pl.DataFrame, pl.Series, dict[int, str]]:
+    """Decode non-null JSON object texts; a failing batch is split until the bad rows are isolated.
+
+    Returns the decoded rows, their positions in `texts` and a reason per rejected position.
+    `classify(text)` gives (reason, compact_text): a reason for text Python rejects, else None and
+    a one-line re-serialisation that Polars gets a last chance to read.
+    """
+    pieces: list[pl.DataFrame] = []
+    kept: list[range] = []
+    reasons: dict[int, str] = {}
+
+    def run(lo: int, hi: int) -> None:
+        try:
+            pieces.append(_read_ndjson(texts.slice(lo, hi - lo), schema))
+            kept.append(range(lo, hi))
+            return
+        except (pl.exceptions.PolarsError, _RowCountMismatch):
+            pass
+        if hi - lo > 1:
+            step = -(-(hi - lo) // SPLIT)
+            for start in range(lo, hi, step):
+                run(start, min(hi, start + step))
+            return
+        reason, compact = classify(texts[lo])
+        if reason is None:
+            try:
+                pieces.append(_read_ndjson(pl.Series([compact]), schema))
+                kept.append(range(lo, hi))
+                return
+            except (pl.exceptions.PolarsError, _RowCountMismatch) as exc:
+                reason = f"invalid_json:{_first_line(exc)}"
+        reasons[lo] = reason
+
+    if texts.len():
+        run(0, texts.len())
+    frame = pl.concat(pieces) if pieces else pl.DataFrame(schema=schema)
+    positions = pl.Series([i for r in kept for i in r], dtype=pl.Int64)
+    return frame, positions, reasons
+
+
+def _decode_column(
+    texts: pl.Series, schema: dict[str, pl.DataType], field: str
+) -> tuple[pl.DataFrame, pl.Series]:
+    """Decode a column of JSON object texts: fields aligned with `texts`, and why a text is not one."""
+    is_object = texts.str.strip_chars().str.starts_with("{").fill_null(False)
+    at = is_object.arg_true().cast(pl.Int64)
+    decoded, positions, failed = _decode(texts.gather(at), schema, _object_classifier(field))
+    aligned = decoded.with_columns(_i=at.gather(positions))
+    frame = (
+        pl.int_range(0, texts.len(), eager=True, dtype=pl.Int64)
+        .to_frame("_i")
+        .join(aligned, on="_i", how="left", maintain_order="left")
+        .drop("_i")
+    )
+    not_object = (texts.is_not_null() & ~is_object).to_frame("x")
+    reason = not_object.select(pl.when("x").then(pl.lit(f"wrong_type:{field}"))).to_series()
+    if failed:
+        reason = reason.scatter(at.gather(list(failed)), pl.Series(list(failed.values())))
+    return frame, reason
+
+
+def _type_problem(obj: dict) -> str | None:
+    for field in TEXT_FIELDS:
+        if obj.get(field) is not None and not isinstance(obj[field], str):
+            return f"wrong_type:{field}"
+    for field in (*OBJECT_FIELDS, "context"):
+        if obj.get(field) is not None and not isinstance(obj[field], dict):
+            return f"wrong_type:{field}"
+    context = obj.get("context") or {}
+    for field in CONTEXT_FIELDS:
+        if context.get(field) is not None and not isinstance(context[field], str):
+            return f"wrong_type:context.{field}"
+    return None
+
+
+def _classify_line(text: str) -> tuple[str | None, str]:
+    try:
+        obj = json.loads(text, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as exc:
+        return f"invalid_json:{_first_line(exc)}", text
+    if not isinstance(obj, dict):
+        return f"wrong_type:line is a JSON {type(obj).__name__}, not an object", text
+    return _type_problem(obj), json.dumps(obj, separators=(",", ":"))
+
+
+def _object_classifier(field: str):
+    def classify(text: str) -> tuple[str | None, str]:
+        try:
+            obj = json.loads(text, parse_constant=_reject_constant)
+        except (ValueError, RecursionError) as exc:
+            return f"invalid_json:{field}: {_first_line(exc)}", text
+        if not isinstance(obj, dict):
+            return f"wrong_type:{field}", text
+        return None, json.dumps(obj, separators=(",", ":"))
+
+    return classify
+
+
+# ---------------------------------------------------------------- reading files
+
+
+def _gunzip_prefix(data: bytes) -> tuple[bytes, str | None]:
+    """Decompress every gzip member, keeping what decodes before a cut or corruption."""
+    out: list[bytes] = []
+    rest = data
+    while rest.strip(b"\x00"):
+        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        pos = 0
+        try:
+            while pos < len(rest) and not inflater.eof:
+                out.append(inflater.decompress(rest[pos : pos + GZIP_CHUNK]))
+                pos += GZIP_CHUNK
+        except zlib.error as exc:
+            return b"".join(out), f"corrupt_gzip:{exc}"
+        if not inflater.eof:
+            out.append(inflater.flush())
+            return b"".join(out), "truncated_gzip:stream ends before its end marker"
+        rest = inflater.unused_data + rest[pos:]
+    return b"".join(out), None
+
+
+def _read_lines_slowly(path: Path) -> tuple[pl.Series, list[tuple[int, str, str]]]:
+    """Byte-level reading for files Polars refuses (cut gzip, invalid UTF-8): keep every good line."""
+    data = path.read_bytes()
+    cut = None
+    if data[:2] == b"\x1f\x8b":
+        data, cut = _gunzip_prefix(data)
+    pieces = data.split(b"\n")
+    tail = pieces.pop()  # after the last newline: a cut line, or b"" for a complete file
+    if tail and cut is None:
+        pieces.append(tail)
+    lines: list[str | None] = []
+    problems: list[tuple[int, str, str]] = []
+    for number, piece in enumerate(pieces, 1):
+        piece = piece.removesuffix(b"\r")
+        try:
+            lines.append(piece.decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            lines.append(None)
+            problems.append(
+                (
+                    number,
+                    f"invalid_utf8:{exc.reason} at byte {exc.start}",
+                    piece.decode("utf-8", "replace"),
+                )
+            )
+    if cut is not None:
+        problems.append((len(pieces) + 1, cut, tail.decode("utf-8", "replace")))
+    return pl.Series("raw", lines, dtype=pl.String), problems
+
+
+def _problem_rows(rel: str, rows: list[tuple[int, str, str]]) -> pl.DataFrame:
+    return pl.DataFrame(
+        [(rel, line, reason, raw) for line, reason, raw in rows],
+        schema={"source_file": pl.String, "line": pl.Int64, "reason": pl.String, "raw": pl.String},
+        orient="row",
+    )
+
+
+def _decode_lines(
+    path: Path, lines: pl.Series, whole: bool
+) -> tuple[pl.DataFrame, pl.Series, dict[int, str]]:
+    """Decode event lines; a file whose every line is one object is first read directly."""
+    if whole:
+        try:
+            frame = pl.read_ndjson(path, schema=READ_SCHEMA)
+            if frame.height == lines.len():
+                return frame, pl.int_range(0, frame.height, eager=True), {}
+        except pl.exceptions.PolarsError:
+            pass
+    return _decode(lines, READ_SCHEMA, _classify_line)
+
+
+def _suspect_text(field_col: str, key: str) -> pl.Expr:
+    """True where a lenient String value may not have been a JSON string in the line."""
+    value = pl.col(field_col)
+    verbatim = pl.col("raw").str.contains(pl.lit(f'"{key}":"') + value + pl.lit('"'), literal=True)
+    return (value.str.contains(NOT_A_STRING) & ~verbatim).fill_null(False)
+
+
+def _read_json_file(path: Path, rel: str) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(parsed rows in PARSED_COLUMNS, rejected rows) of a JSON-lines file."""
+    problems: list[tuple[int, str, str]] = []
+    try:
+        lines, readable = pl.read_lines(path, name="raw")["raw"], True
+    except (pl.exceptions.PolarsError, OSError):
+        (lines, problems), readable = _read_lines_slowly(path), False
+    if lines.len() == 0 and not problems:
+        return _empty_parsed(), _problem_rows(rel, [(0, "empty_file", "")])
+    raw = pl.col("raw")
+    numbered = pl.DataFrame({"line": pl.int_range(1, lines.len() + 1, eager=True), "raw": lines})
+    # Cheap shape test first; the few lines failing it get the exact (copying) one.
+    simple = raw.str.starts_with("{") & raw.str.ends_with("}")
+    rest = numbered.filter(~simple & raw.is_not_null()).with_columns(stripped=raw.str.strip_chars())
+    problems += [(n, "blank_line", r) for n, r, s in rest.iter_rows() if not s]
+    padded = pl.col("stripped").str.starts_with("{") & pl.col("stripped").str.ends_with("}")
+    # Lines that cannot be one JSON object go straight to the classifier, saving failed batches.
+    malformed = rest.filter((pl.col("stripped") != "") & ~padded)
+    problems += [
+        (n, _classify_line(r)[0] or "invalid_json", r) for n, r, _ in malformed.iter_rows()
+    ]
+    candidates = numbered.filter(simple)
+    if rest.filter(padded).height:
+        candidates = pl.concat([candidates, rest.filter(padded).drop("stripped")]).sort("line")
+    decoded, positions, reasons = _decode_lines(
+        path, candidates["raw"], whole=readable and rest.height == 0
+    )
+    problems += [(candidates["line"][i], r, candidates["raw"][i]) for i, r in reasons.items()]
+    parsed = pl.concat(
+        [candidates[positions], decoded.unnest("context", separator=".")], how="horizontal"
+    ).with_columns(source_file=pl.lit(rel), type_error=pl.lit(None, dtype=pl.String))
+    # Lenient decoding turned numbers, booleans and objects into text: re-check those lines.
+    checked = [(f, f) for f in TEXT_FIELDS] + [(f"context.{f}", f) for f in CONTEXT_FIELDS]
+    maybe = pl.any_horizontal(pl.col(c).str.contains(NOT_A_STRING) for c, _ in checked)
+    flagged = parsed.with_row_index("_i").filter(maybe.fill_null(False))
+    flagged = flagged.filter(pl.any_horizontal(_suspect_text(c, key) for c, key in checked))
+    if flagged.height:
+        found = [_classify_line(r)[0] for r in flagged["raw"].to_list()]
+        parsed = parsed.with_columns(
+            type_error=pl.Series([None] * parsed.height, dtype=pl.String).scatter(
+                flagged["_i"], pl.Series(found, dtype=pl.String)
+            )
+        )
+    return parsed.select(PARSED_COLUMNS), _problem_rows(rel, problems)
+
+
+def _parquet_text(
+    frame: pl.DataFrame, field: str, objects: bool = False
+) -> tuple[pl.Expr, pl.Expr]:
+    """(value as text, wrong-type flag) for one field of a Parquet file, whatever its dtype."""
+    if field not in frame.columns:
+        return pl.lit(None, dtype=pl.String), pl.lit(False)
+    col, dtype = pl.col(field), frame.schema[field]
+    if dtype == pl.String:
+        return col, pl.lit(False)
+    if dtype == pl.Null:
+        return col.cast(pl.String), pl.lit(False)
+    if objects and isinstance(dtype, pl.Struct):
+        return pl.when(col.is_not_null()).then(col.struct.json_encode()), pl.lit(False)
+    if not objects and isinstance(dtype, pl.Datetime):
+        utc = col.dt.replace_time_zone("UTC") if dtype.time_zone is None else col
+        return utc.dt.convert_time_zone("UTC").dt.to_string("%Y-%m-%dT%H:%M:%S%.6f+00:00"), pl.lit(
+            False
+        )
+    return pl.lit(None, dtype=pl.String), col.is_not_null()
+
+
+def _read_parquet_file(path: Path, rel: str) -> tuple[pl.DataFrame, pl.DataFrame]:
+    try:
+        frame = pl.read_parquet(path)
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        return _empty_parsed(), _problem_rows(rel, [(0, f"unreadable_file:{_first_line(exc)}", "")])
+    if frame.height == 0:
+        return _empty_parsed(), _problem_rows(rel, [(0, "empty_file", "")])
+    raw = frame.select(pl.struct(pl.all()).struct.json_encode()).to_series()
+    columns, wrong = {}, []
+    for field in TEXT_FIELDS + OBJECT_FIELDS:
+        columns[field], bad = _parquet_text(frame, field, objects=field in OBJECT_FIELDS)
+        wrong.append(pl.when(bad).then(pl.lit(f"wrong_type:{field}")))
+    if isinstance(frame.schema.get("context"), pl.Struct):
+        inner = frame.select(pl.col("context").struct.unnest())
+        frame = frame.hstack(inner.select(pl.all().name.prefix("context.")))
+        for field in (f"context.{f}" for f in CONTEXT_FIELDS):
+            columns[field], bad = _parquet_text(frame, field)
+            wrong.append(pl.when(bad).then(pl.lit(f"wrong_type:{field}")))
+    else:
+        # A JSON string (or absent): decoded like a line's context object.
+        texts, bad = _parquet_text(frame, "context", objects=True)
+        texts = frame.with_columns(_ctx=pl.when(~bad).then(texts))["_ctx"]
+        ctx, ctx_reason = _decode_column(texts, READ_SCHEMA["context"].to_schema(), "context")
+        for field in CONTEXT_FIELDS:
+            columns[f"context.{field}"] = pl.lit(ctx[field])
+        wrong.append(pl.when(bad).then(pl.lit("wrong_type:context")).otherwise(pl.lit(ctx_reason)))
+    parsed = frame.select(
+        pl.lit(rel).alias("source_file"),
+        pl.int_range(1, pl.len() + 1, dtype=pl.Int64).alias("line"),
+        raw.alias("raw"),
+        *(expr.alias(name) for name, expr in columns.items()),
+        pl.coalesce(wrong).alias("type_error"),
+    )
+    return parsed.select(PARSED_COLUMNS), _problem_rows(rel, [])
+
+
+def _empty_parsed() -> pl.DataFrame:
+    schema = dict.fromkeys(PARSED_COLUMNS, pl.String())
+    schema["line"] = pl.Int64()
+    return pl.DataFrame(schema=schema)
+
+
+def _read_file(path: Path, rel: str) -> tuple[pl.DataFrame, pl.DataFrame]:
+    name = path.name.lower().removesuffix(".gz")
+    if name.endswith(JSON_SUFFIXES):
+        return _read_json_file(path, rel)
+    if name.endswith(".parquet"):
+        return _read_parquet_file(path, rel)
+    return _empty_parsed(), _problem_rows(rel, [(0, f"unsupported_file:{path.name}", "")])
+
+
+# ---------------------------------------------------------------- validation and curation
+
+
+def _blank_to_null(name: str) -> pl.Expr:
+    col = pl.col(name)
+    return pl.when(col.str.contains(r"\S")).then(col)
+
+
+def _reasons(arrival: date, config: IngestConfig) -> pl.Expr:
+    """The first contract rule each parsed row breaks (null when it passes): one stable code."""
+    latest = datetime.combine(arrival + timedelta(days=1), time(), tzinfo=UTC) + timedelta(
+        hours=config.future_tolerance_hours
+    )
+    kind, ts = pl.col("type"), pl.col("timestamp")
+    return (
+        pl.when(pl.col("type_error").is_not_null())
+        .then(pl.col("type_error"))
+        .when(kind.is_null())
+        .then(pl.lit("missing_type"))
+        .when(~kind.is_in(EVENT_TYPES))
+        .then(pl.lit("unknown_type:") + kind.str.slice(0, 60))
+        .when(pl.col("messageId").is_null())
+        .then(pl.lit("missing_message_id"))
+        .when(ts.is_null())
+        .then(pl.lit("missing_timestamp"))
+        .when(pl.col("event_time").is_null())
+        .then(pl.lit("unparseable_timestamp:") + ts.str.slice(0, 60))
+        .when(pl.col("event_time") > latest)
+        .then(pl.lit(f"future_timestamp:after {latest.isoformat()}"))
+        .when(pl.col("userId").is_null() & pl.col("anonymousId").is_null())
+        .then(pl.lit("missing_user_and_anonymous_id"))
+        .when((kind == "track") & pl.col("event").is_null())
+        .then(pl.lit("track_without_event"))
+        .when((kind == "alias") & pl.col("previousId").is_null())
+        .then(pl.lit("missing_previous_id"))
+        .when((kind == "group") & pl.col("groupId").is_null())
+        .then(pl.lit("missing_group_id"))
+    )
+
+
+def _validate(parsed: pl.DataFrame, arrival: date, config: IngestConfig) -> pl.DataFrame:
+    """Normalise the parsed rows and attach `reason`; objects are decoded here (props, traits)."""
+    frame = parsed.with_columns(
+        *(_blank_to_null(f).alias(f) for f in TEXT_FIELDS if f not in ("type", "action")),
+        # Segment's older payloads name the call `action` instead of `type`.
+        type=pl.coalesce(_blank_to_null("type"), _blank_to_null("action")),
+        event_time=parse_utc(pl.col("timestamp")),
+        received_at=parse_utc(pl.col("receivedAt")),
+    )
+    props, props_reason = _decode_column(frame["properties"], PROPERTY_SCHEMA, "properties")
+    traits, traits_reason = _decode_column(frame["traits"], TRAIT_SCHEMA, "traits")
+    frame = frame.with_columns(
+        type_error=pl.coalesce(
+            "type_error",
+            pl.lit(props_reason),
+            pl.lit(traits_reason),
+        )
+    )
+    return pl.concat(
+        [
+            frame,
+            props.select(pl.all().name.prefix("p.")),
+            traits.select(pl.all().name.prefix("t.")),
+        ],
+        how="horizontal",
+    ).with_columns(reason=_reasons(arrival, config))
+
+
+def _erased(frame: pl.DataFrame, hash_key: str, erased_id_hashes: frozenset[str]) -> pl.Series:
+    """Rows of people who asked for erasure: re-reading an old raw file must not bring them back."""
+    if not erased_id_hashes or frame.height == 0:
+        return pl.repeat(False, frame.height, eager=True)
+    wanted = pl.Series(list(erased_id_hashes), dtype=pl.String).implode()
+    hits = [
+        hmac_hex(frame[c], hash_key).is_in(wanted).fill_null(False)
+        for c in ("userId", "anonymousId", "previousId")
+    ]
+    return hits[0] | hits[1] | hits[2]
+
+
+def _curate(
+    frame: pl.DataFrame, arrival: date, catalog: EventCatalog, hash_key: str
+) -> pl.DataFrame:
+    """Accepted rows -> the events_validated columns, with PII hashed, dropped or truncated."""
+    scrubber = JsonScrubber(hash_key, catalog.email_keys, catalog.drop_keys)
+    kind = pl.col("type")
+    consent = pl.col("t.consent").str.json_path_match("$.analytics")
+    out = frame.select(
+        pl.col("messageId").alias("event_id"),
+        kind,
+        pl.when(kind == "track")
+        .then(pl.col("event"))
+        .when(kind.is_in(["page", "screen"]))
+        .then(pl.col("name"))
+        .alias("event_name"),
+        pl.col("userId").alias("user_id"),
+        pl.col("anonymousId").alias("anonymous_id"),
+        pl.col("previousId").alias("previous_id"),
+        pl.col("groupId").alias("group_id"),
+        _blank_to_null("context.groupId").alias("context_group_id"),
+        pl.when(kind == "group")
+        .then(pl.col("groupId"))
+        .otherwise(_blank_to_null("context.groupId"))
+        .alias("account_id"),
+        "event_time",
+        pl.col("event_time").dt.date().alias("event_date"),
+        "received_at",
+        pl.lit(arrival, dtype=pl.Date).alias("arrival_date"),
+        "source_file",
+        "line",
+        pl.lit(scrubber.scrub(frame["properties"])).alias("properties"),
+        pl.lit(scrubber.scrub(frame["traits"])).alias("traits"),
+        truncate_ip(pl.col("context.ip")).alias("context_ip"),
+        hash_emails(pl.col("t.email"), hash_key).alias("email_hash"),
+        pl.coalesce("t.role", "p.role").alias("role"),
+        pl.when(consent == "true")
+        .then(True)
+        .when(consent == "false")
+        .then(False)
+        .alias("consent_analytics"),
+        pl.coalesce("p.plan", "t.plan").alias("plan"),
+        pl.col("p.feature").alias("feature"),
+        pl.col("p.tier").alias("tier"),
+        pl.col("p.required_plan").alias("required_plan"),
+        pl.coalesce("p.limit", "p.metric").alias("limit_name"),
+        *(
+            pl.col(f"p.{c}").cast(pl.Float64, strict=False).alias(c)
+            for c in ("used", "allowed", "quantity")
+        ),
+        pl.col("p.integration").alias("integration"),
+        hash_emails(pl.col("p.invitee_email"), hash_key).alias("invitee_hash"),
+        mask_emails(pl.col("p.invited_by"), hash_key).alias("invited_by"),
+        pl.col("p.trigger_id").alias("trigger_id"),
+        pl.col("p.page").alias("page"),
+    )
+    return out.cast(EVENTS_SCHEMA)
+
+
+def ingest_arrival_day(
+    raw_dir: Path | str,
+    dt: date,
+    *,
+    catalog: EventCatalog,
+    hash_key: str,
+    config: IngestConfig,
+    erased_id_hashes: frozenset[str] = frozenset(),
+) -> DayIngest:
+    """Read every file of `events/dt=<dt>/` and split its rows into events and quarantine.
+
+    rows_in == accepted + quarantined + duplicates_in_day + erased, always.
+    """
+    raw_dir = Path(raw_dir)
+    folder = raw_dir / "events" / f"dt={dt.isoformat()}"
+    files = sorted(
+        p for p in folder.rglob("*") if p.is_file() and not p.name.startswith((".", "_"))
+    )
+    parsed, rejected = [], []
+    for path in files:
+        ok, bad = _read_file(path, path.relative_to(raw_dir).as_posix())
+        parsed.append(ok)
+        rejected.append(bad)
+    rows = _validate(pl.concat([_empty_parsed(), *parsed]), dt, config)
+    erased = _erased(rows, hash_key, erased_id_hashes)
+    kept = rows.filter(~erased)
+    accepted = kept.filter(pl.col("reason").is_null())
+    first = accepted["messageId"].is_first_distinct()
+    events = _curate(accepted.filter(first), dt, catalog, hash_key)
+    quarantine = quarantine_frame(
+        pl.concat(
+            [
+                pl.DataFrame(
+                    schema={
+                        k: QUARANTINE_SCHEMA[k] for k in ("source_file", "line", "reason", "raw")
+                    }
+                ),
+                *rejected,
+                kept.filter(pl.col("reason").is_not_null()).select(
+                    "source_file", "line", "reason", "raw"
+                ),
+            ]
+        ).sort("source_file", "line"),
+        source="events",
+        arrival_date=dt,
+    )
+    stats = {
+        "files": len(files),
+        "rows_in": rows.height + sum(r.height for r in rejected),
+        "accepted": events.height,
+        "quarantined": quarantine.height,
+        "duplicates_in_day": accepted.height - events.height,
+        "erased": int(erased.sum()),
+    }
+    return DayIngest(EventsValidated.validate(events), Quarantine.validate(quarantine), stats)
