@@ -64,6 +64,8 @@ class DeliverySettings(StrictModel):
     max_retry_after_s: float = Field(120.0, ge=0)
     concurrency: int = Field(8, ge=1, le=64)
     ledger_batch: int = Field(50, ge=1)
+    max_trigger_age_days: int | None = Field(3, ge=0)
+    """Only triggers this close to the newest as_of_date are sent: history is not news."""
 
 
 class Destination(StrictModel):
@@ -133,10 +135,16 @@ def sign(body: bytes, secret: str) -> str:
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
-def eligible(candidates: pl.DataFrame) -> pl.DataFrame:
-    return candidates.filter(
-        ~pl.col("suppressed").fill_null(False) & ~pl.col("holdout").fill_null(False)
-    )
+def eligible(candidates: pl.DataFrame, max_age_days: int | None = None) -> pl.DataFrame:
+    """Not suppressed, not held out, and (with max_age_days) recent relative to the newest trigger.
+
+    Age is measured against the data's newest as_of_date, not the wall clock, so a re-run of
+    old data sends the same set.
+    """
+    keep = ~pl.col("suppressed").fill_null(False) & ~pl.col("holdout").fill_null(False)
+    if max_age_days is not None:
+        keep &= pl.col("as_of_date") >= pl.col("as_of_date").max() - pl.duration(days=max_age_days)
+    return candidates.filter(keep)
 
 
 def _plain(value: object) -> object:
@@ -184,7 +192,7 @@ def build_outbox(candidates: pl.DataFrame, config: DestinationsConfig) -> pl.Dat
     """
     if missing := set(REQUIRED_COLUMNS) - set(candidates.columns):
         raise ValueError(f"trigger_candidates lacks columns {sorted(missing)}")
-    todo = eligible(candidates)
+    todo = eligible(candidates, config.delivery.max_trigger_age_days)
     if unknown := set(todo["route"].unique().to_list()) - set(config.routes):
         raise ValueError(
             f"routes {sorted(map(str, unknown))} have no destinations in {CONFIG_FILE}"

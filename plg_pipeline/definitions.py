@@ -1,0 +1,20 @@
+"""The code location: every stage's definitions plus the resources they share."""
+
+import dagster as dg
+
+from plg_pipeline.defs import ingest
+from plg_pipeline.defs.io_manager import LakehouseIOManager
+from plg_pipeline.defs.resources import PipelineSettings
+
+settings = PipelineSettings(
+    raw_dir=dg.EnvVar("PLG_RAW_DIR"),
+    warehouse_path=dg.EnvVar("PLG_WAREHOUSE"),
+    hash_key=dg.EnvVar("PLG_HASH_KEY"),
+)
+
+defs = dg.Definitions.merge(
+    ingest.defs,
+    dg.Definitions(
+        resources={"settings": settings, "io_manager": LakehouseIOManager(settings=settings)},
+    ),
+)

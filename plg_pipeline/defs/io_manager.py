@@ -1,0 +1,92 @@
+"""One storage rule for every asset: the frame goes to the lake, and `marts/*` also to the warehouse.
+
+Keeping this in an IO manager means assets only compute frames; where and how they are stored
+(atomic Parquet, one-transaction publish, partition replacement) is decided once, here.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+
+import dagster as dg
+import polars as pl
+
+from plg_pipeline.defs.resources import PipelineSettings
+from plg_pipeline.lib import lake, warehouse
+
+PARTITION_COLUMN = "arrival_date"
+
+
+def frame_metadata(frame: pl.DataFrame, preview_rows: int = 10) -> dict[str, dg.MetadataValue]:
+    """Row count, column schema and a Markdown preview: what a person checks first in the UI."""
+    with pl.Config(
+        tbl_formatting="MARKDOWN",
+        tbl_hide_column_data_types=True,
+        tbl_hide_dataframe_shape=True,
+        tbl_rows=preview_rows,
+        tbl_cols=14,
+        fmt_str_lengths=48,
+    ):
+        preview = str(frame.head(preview_rows))
+    schema = dg.TableSchema(
+        columns=[dg.TableColumn(name, str(dtype)) for name, dtype in frame.schema.items()]
+    )
+    return {
+        "dagster/row_count": dg.MetadataValue.int(frame.height),
+        "dagster/column_schema": dg.MetadataValue.table_schema(schema),
+        "preview": dg.MetadataValue.md(preview),
+    }
+
+
+def _collect(obj: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
+    return obj.collect() if isinstance(obj, pl.LazyFrame) else obj
+
+
+class LakehouseIOManager(dg.ConfigurableIOManager):
+    """Assets keyed `lake/<name>` live in the lake only; `marts/<name>` are also published."""
+
+    settings: dg.ResourceDependency[PipelineSettings]
+
+    def handle_output(self, context: dg.OutputContext, obj: object) -> None:
+        if obj is None:
+            return
+        layer, name = context.asset_key.path[0], context.asset_key.path[-1]
+        if context.has_asset_partitions:
+            keys = context.asset_partition_keys
+            frames = obj if isinstance(obj, dict) else {keys[0]: obj}
+            total = 0
+            for key in keys:
+                frame = _collect(frames[key])
+                lake.write_parquet(frame, lake.partition_path(self.settings.lake, name, key))
+                if layer == "marts":
+                    with self.settings.warehouse() as con:
+                        warehouse.publish(
+                            con,
+                            name,
+                            frame,
+                            replace_where=(PARTITION_COLUMN, date.fromisoformat(key)),
+                        )
+                total += frame.height
+                last = frame
+            context.add_output_metadata(
+                {**frame_metadata(last), "dagster/row_count": dg.MetadataValue.int(total)}
+            )
+            return
+        frame = _collect(obj)
+        lake.write_parquet(frame, lake.table_path(self.settings.lake, name))
+        if layer == "marts":
+            with self.settings.warehouse() as con:
+                warehouse.publish(con, name, frame)
+        context.add_output_metadata(frame_metadata(frame))
+
+    def load_input(self, context: dg.InputContext) -> pl.LazyFrame:
+        name = context.asset_key.path[-1]
+        if context.has_asset_partitions:
+            files = lake.partition_files(self.settings.lake, name, context.asset_partition_keys)
+            return pl.scan_parquet(files) if files else pl.LazyFrame()
+        path = lake.table_path(self.settings.lake, name)
+        if not path.exists():
+            raise FileNotFoundError(
+                f"{context.asset_key.to_user_string()} has not been materialized: {path} is missing"
+            )
+        return pl.scan_parquet(path)
