@@ -4,8 +4,6 @@ Keeping this in an IO manager means assets only compute frames; where and how th
 (atomic Parquet, one-transaction publish, partition replacement) is decided once, here.
 """
 
-from __future__ import annotations
-
 from datetime import date
 
 import dagster as dg
@@ -45,7 +43,7 @@ def _collect(obj: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
 class LakehouseIOManager(dg.ConfigurableIOManager):
     """Assets keyed `lake/<name>` live in the lake only; `marts/<name>` are also published."""
 
-    settings: dg.ResourceDependency[PipelineSettings]
+    settings: PipelineSettings
 
     def handle_output(self, context: dg.OutputContext, obj: object) -> None:
         if obj is None:

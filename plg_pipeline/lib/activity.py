@@ -1,0 +1,464 @@
+"""user_daily and account_daily (ARCHITECTURE.md "activity"), in full or for a range of dates.
+
+Counts come from attributed events (identity.attribute_events) of the activity types; event
+names map to roles through the event catalog, feature tiers through the plan catalog. Rolling
+WAU / MAU count distinct users without exploding every user-day into 7 or 28 rows: each active
+day opens an interval that lasts until the window ends or the user's next active day, so the
+intervals of one user never overlap and the active count on any date is a running sum of
++1 / -1 marks. Late events only change the dates they fall on and the windows covering them,
+which is what `update_account_daily` recomputes and splices in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import date, timedelta
+from pathlib import Path
+
+import polars as pl
+from pydantic import Field
+
+from plg_pipeline.lib.catalog import EventCatalog, Role
+from plg_pipeline.lib.configfile import StrictModel, config_path, load_config
+from plg_pipeline.lib.identity import IdentityConfig
+from plg_pipeline.lib.plans import LIMIT_NAMES, PlanCatalog
+from plg_pipeline.lib.sessions import SessionConfig, sessionize
+
+
+class ActivityConfig(StrictModel):
+    identity: IdentityConfig = IdentityConfig()
+    sessions: SessionConfig = SessionConfig()
+    wau_days: int = Field(default=7, ge=1)
+    mau_days: int = Field(default=28, ge=1)
+    admin_roles: list[str] = ["admin"]
+
+
+def load_activity_config(config_dir: Path | str | None = None) -> ActivityConfig:
+    return load_config(config_path("activity.yaml", config_dir), ActivityConfig)
+
+
+_COUNTED_ROLES = {
+    "gated_feature_views": "gated_feature_viewed",
+    "limit_hits": "limit_reached",
+    "invites_sent": "invite_sent",
+    "invites_accepted": "invite_accepted",
+    "integrations_connected": "integration_connected",
+    "exports": "report_exported",
+    "shares": "report_shared",
+    "admin_page_views": "admin_page_viewed",
+    "pricing_page_views": "pricing_page_viewed",
+    "prompt_views": "prompt_viewed",
+    "prompt_clicks": "prompt_clicked",
+    "prompt_dismissals": "prompt_dismissed",
+}
+
+
+_ROLES = pl.Enum(Role.__args__)
+_ZERO_FILLED = ("session_seconds", "api_calls")
+"""Float sums that are 0 on a day without activity (integer counts are zero-filled too)."""
+
+
+def _is(role: str) -> pl.Expr:
+    return pl.col("_role") == role
+
+
+def _flags(cfg: ActivityConfig) -> dict[str, pl.Expr]:
+    """Per-event 0/1 columns (and readings) that the daily tables sum or max.
+
+    Computed once per event so that the group-bys run plain sums, Polars' fast path, rather
+    than a filter per group and figure.
+    """
+    limit = _is("limit_reached")
+    usage = _is("usage_reported")
+    return {
+        **{col: _is(role).cast(pl.Int64) for col, role in _COUNTED_ROLES.items()},
+        **{
+            f"limit_hits_{name}": (limit & (pl.col("limit_name") == name)).cast(pl.Int64)
+            for name in LIMIT_NAMES
+        },
+        "admin_invites_sent": (_is("invite_sent") & pl.col("role").is_in(cfg.admin_roles))
+        .fill_null(False)
+        .cast(pl.Int64),
+        "signed_up": _is("signup").cast(pl.Int64),
+        "max_limit_utilisation": pl.when(limit & (pl.col("allowed") > 0)).then(
+            pl.col("used") / pl.col("allowed")
+        ),
+        "api_calls": pl.when(usage & (pl.col("limit_name") == "api_calls")).then("quantity"),
+        "storage_gb": pl.when(usage & (pl.col("limit_name") == "storage_gb")).then("quantity"),
+    }
+
+
+def _aggregate(ev: pl.LazyFrame, keys: list[str], cfg: ActivityConfig) -> pl.LazyFrame:
+    """Events, counts and readings per `keys` (storage is a level: the day's highest reading)."""
+    flags = _flags(cfg)
+    sums = [c for c in flags if c not in ("max_limit_utilisation", "storage_gb")]
+    return (
+        ev.with_columns(**flags)
+        .group_by(keys)
+        .agg(
+            pl.len().cast(pl.Int64).alias("events"),
+            pl.col(sums).sum(),  # a sum over no values is 0, never null
+            pl.col("max_limit_utilisation", "storage_gb").max(),
+        )
+    )
+
+
+def _feature_counts(ev: pl.LazyFrame, keys: list[str], tiers: list[int]) -> pl.LazyFrame:
+    """Distinct features used per `keys`: all, premium (tier > 0) and per tier."""
+    tier = pl.col("_tier")
+    return (
+        ev.filter(_is("feature_used") & pl.col("feature").is_not_null())
+        .group_by(*keys, "feature")
+        .agg(tier.max())
+        .group_by(keys)
+        .agg(
+            distinct_features=pl.len().cast(pl.Int64),
+            premium_features=(tier > 0).sum().cast(pl.Int64),
+            **{f"features_tier_{t}": (tier == t).sum().cast(pl.Int64) for t in tiers},
+        )
+    )
+
+
+def _activity_events(
+    attributed: pl.LazyFrame,
+    catalog: EventCatalog,
+    plans: PlanCatalog,
+    cfg: ActivityConfig,
+    dates: tuple[date, date] | None,
+) -> pl.LazyFrame:
+    """Attributed activity events with their catalog role and the used feature's tier."""
+    plan_tiers = {p.name: p.tier for p in plans.plans}
+    gated = {feature: plan_tiers[plan] for feature, plan in plans.gated_features.items()}
+    ev = attributed.filter(
+        pl.col("canonical_user_id").is_not_null()
+        & pl.col("account_id").is_not_null()
+        & pl.col("type").is_in(cfg.sessions.activity_types)
+    )
+    if dates is not None:
+        ev = ev.filter(pl.col("event_date").is_between(*dates))
+    names = {name: role for role, name in catalog.roles.items()}
+    return ev.with_columns(
+        # an Enum: the many role tests below compare small integers, not strings
+        _role=pl.col("event_name").replace_strict(names, default=None, return_dtype=_ROLES),
+        # Catalog tier first (the plan catalog is the truth); else the event's own tier
+        # property, as a plan name or a number; else an ungated feature.
+        _tier=pl.coalesce(
+            pl.col("feature").replace_strict(gated, default=None, return_dtype=pl.Int64),
+            pl.col("tier").replace_strict(plan_tiers, default=None, return_dtype=pl.Int64),
+            pl.col("tier").cast(pl.Int64, strict=False),
+            pl.lit(0, pl.Int64),
+        ),
+    )
+
+
+def _first_activations(attributed: pl.LazyFrame, catalog: EventCatalog) -> pl.LazyFrame:
+    """Each user's first activation event ever: its date and the account it counted for."""
+    order = ("event_time", "event_id")
+    return (
+        attributed.filter(
+            (pl.col("event_name") == catalog.event("activation"))
+            & pl.col("canonical_user_id").is_not_null()
+        )
+        .group_by("canonical_user_id")
+        .agg(
+            activation_date=pl.col("event_date").sort_by(*order).first(),
+            activation_account=pl.col("account_id").sort_by(*order).first(),
+        )
+    )
+
+
+def user_daily(
+    attributed: pl.LazyFrame,
+    sessions: pl.LazyFrame,
+    account_memberships: pl.LazyFrame,
+    catalog: EventCatalog,
+    plans: PlanCatalog,
+    cfg: ActivityConfig,
+    dates: tuple[date, date] | None = None,
+) -> pl.LazyFrame:
+    """One row per canonical user x account x date with any activity event."""
+    ev = _activity_events(attributed, catalog, plans, cfg, dates)
+    keys = ["canonical_user_id", "account_id", "date"]
+    ev = ev.rename({"event_date": "date"})
+    features = _feature_counts(ev, keys, []).select(
+        *keys, features_used="distinct_features", premium_features_used="premium_features"
+    )
+    per_day = (
+        _aggregate(ev, keys, cfg)
+        .join(features, on=keys, how="left")
+        .with_columns(
+            pl.col("features_used", "premium_features_used").fill_null(0),
+            signed_up=pl.col("signed_up") > 0,
+        )
+    )
+    session_days = (
+        sessions.filter(pl.col("account_id").is_not_null())
+        .group_by("canonical_user_id", "account_id", date="session_date")
+        .agg(sessions=pl.len().cast(pl.Int64), session_seconds=pl.col("duration_s").sum())
+    )
+    admins = (
+        account_memberships.lazy()
+        .filter(pl.col("role").is_in(cfg.admin_roles))
+        .select("canonical_user_id", "account_id", is_admin=pl.lit(True))
+    )
+    return (
+        per_day.join(session_days, on=keys, how="left")
+        .join(admins, on=["canonical_user_id", "account_id"], how="left")
+        .join(_first_activations(attributed, catalog), on="canonical_user_id", how="left")
+        .with_columns(
+            pl.col("sessions").fill_null(0),
+            pl.col("session_seconds").fill_null(0.0),
+            pl.col("is_admin").fill_null(False),
+            activated=(pl.col("activation_date") <= pl.col("date")).fill_null(False),
+        )
+        .drop("activation_date", "activation_account")
+    )
+
+
+def _rolling_marks(presence: pl.LazyFrame, windows: dict[str, int]) -> pl.LazyFrame:
+    """+1/-1 marks per account x date whose running sum is the distinct users in each window."""
+    presence = presence.sort("account_id", "canonical_user_id", "date").with_columns(
+        _next=pl.col("date").shift(-1).over("account_id", "canonical_user_id")
+    )
+    opens = presence.select("account_id", "date", **{col: pl.lit(1) for col in windows})
+    closes = [
+        presence.select(
+            "account_id",
+            date=pl.min_horizontal("_next", pl.col("date") + timedelta(days=days)),
+            **{other: pl.lit(-1 if other == col else 0) for other in windows},
+        )
+        for col, days in windows.items()
+    ]
+    return (
+        pl.concat([opens, *closes]).group_by("account_id", "date").agg(pl.col(list(windows)).sum())
+    )
+
+
+def _with_members(frame: pl.LazyFrame, account_memberships: pl.LazyFrame) -> pl.LazyFrame:
+    """members: distinct users linked to the account on or before each date."""
+    counts = (
+        account_memberships.lazy()
+        .group_by("account_id", date=pl.col("valid_from").dt.date())
+        .agg(members=pl.len())
+        .sort("account_id", "date")
+        .with_columns(pl.col("members").cum_sum().over("account_id").cast(pl.Int64))
+        .sort("date")
+    )
+    return (
+        frame.sort("date")
+        .join_asof(counts, on="date", by="account_id", check_sortedness=False)
+        .with_columns(pl.col("members").fill_null(0))
+    )
+
+
+_BILLING_COLUMNS = ("plan", "plan_tier", "seats", "mrr", "seat_utilisation")
+
+
+def _with_billing(
+    frame: pl.LazyFrame, billing_events: pl.LazyFrame, plans: PlanCatalog
+) -> pl.LazyFrame:
+    """plan, plan_tier, seats, mrr, seat_utilisation from the latest billing row by each day's end.
+
+    Accounts without billing are on the lowest plan with no MRR and as many seats as members.
+    """
+    latest = (
+        billing_events.lazy()
+        .sort("account_id", "occurred_at", "event_id")
+        .group_by("account_id", "occurred_at")
+        .agg(pl.col("plan", "seats", "mrr").last())
+        .sort("occurred_at")
+    )
+    day_end = (pl.col("date") + timedelta(days=1)).cast(pl.Datetime("us", "UTC")) - timedelta(
+        microseconds=1
+    )
+    tiers = {p.name: p.tier for p in plans.plans}
+    return (
+        frame.with_columns(_day_end=day_end)
+        .sort("_day_end")
+        .join_asof(
+            latest,
+            left_on="_day_end",
+            right_on="occurred_at",
+            by="account_id",
+            check_sortedness=False,
+        )
+        .with_columns(
+            plan=pl.col("plan").fill_null(plans.plans[0].name),
+            seats=pl.col("seats").fill_null(pl.col("members")).cast(pl.Int64),
+            mrr=pl.col("mrr").fill_null(0.0),
+        )
+        .with_columns(
+            plan_tier=pl.col("plan").replace_strict(tiers, default=None, return_dtype=pl.Int64),
+            seat_utilisation=pl.when(pl.col("seats") > 0).then(pl.col("wau") / pl.col("seats")),
+        )
+        .drop("_day_end", "occurred_at")
+    )
+
+
+def account_daily(
+    attributed: pl.LazyFrame,
+    sessions: pl.LazyFrame,
+    account_memberships: pl.LazyFrame,
+    billing_events: pl.LazyFrame,
+    catalog: EventCatalog,
+    plans: PlanCatalog,
+    cfg: ActivityConfig,
+    dates: tuple[date, date] | None = None,
+) -> pl.DataFrame:
+    """account_daily: every account x date from its first event to the last date in the data.
+
+    With `dates` (first, last) only those dates are built; events are read from the first
+    date minus the MAU window so the rolling counts stay exact. max_limit_utilisation and
+    storage_gb stay null on days without a reading (no reading is not a zero).
+    """
+    members = account_memberships.lazy()
+    last = dates[1] if dates else attributed.select(pl.col("event_date").max()).collect().item()
+    lookback = (dates[0] - timedelta(days=cfg.mau_days - 1), dates[1]) if dates else None
+    ev = _activity_events(attributed, catalog, plans, cfg, lookback)
+    windows = {"active_users": 1, "wau": cfg.wau_days, "mau": cfg.mau_days}
+    tiers = [p.tier for p in plans.plans]
+
+    firsts = members.group_by("account_id").agg(_first=pl.col("valid_from").min().dt.date())
+    grid_start = (
+        pl.col("_first") if lookback is None else pl.max_horizontal("_first", pl.lit(lookback[0]))
+    )
+    grid = (
+        firsts.filter(pl.col("_first") <= last)
+        .select("account_id", date=pl.date_ranges(grid_start, pl.lit(last)))
+        .explode("date")
+    )
+    presence = ev.select("account_id", "canonical_user_id", date="event_date").unique()
+    rolling = (
+        grid.join(_rolling_marks(presence, windows), on=["account_id", "date"], how="left")
+        .with_columns(pl.col(list(windows)).fill_null(0))
+        .sort("account_id", "date")
+        .with_columns(pl.col(list(windows)).cum_sum().over("account_id").cast(pl.Int64))
+    )
+    if dates:
+        rolling = rolling.filter(pl.col("date") >= dates[0])
+        ev = ev.filter(pl.col("event_date") >= dates[0])
+
+    session_days = sessions.group_by("account_id", date="session_date").agg(
+        sessions=pl.len().cast(pl.Int64), session_seconds=pl.col("duration_s").sum()
+    )
+    activations = (
+        _first_activations(attributed, catalog)
+        .group_by(account_id="activation_account", date="activation_date")
+        .agg(activations=pl.len().cast(pl.Int64))
+    )
+    keys = ["account_id", "date"]
+    frame = (
+        _with_members(rolling, members)
+        .join(_aggregate(ev.rename({"event_date": "date"}), keys, cfg), on=keys, how="left")
+        .join(_feature_counts(ev.rename({"event_date": "date"}), keys, tiers), on=keys, how="left")
+        .join(session_days, on=keys, how="left")
+        .join(activations, on=keys, how="left")
+    )
+    counts = [
+        c for c, dtype in frame.collect_schema().items() if dtype.is_integer() or c in _ZERO_FILLED
+    ]
+    frame = frame.with_columns(pl.col(counts).fill_null(0))
+    return (
+        _with_billing(frame, billing_events, plans)
+        .select(_column_order(plans))
+        .sort(keys)
+        .collect()
+    )
+
+
+def _column_order(plans: PlanCatalog) -> list[str]:
+    return [
+        "account_id", "date", "plan", "plan_tier", "seats", "mrr", "active_users", "wau", "mau",
+        "members", "events", "sessions", "session_seconds", "seat_utilisation",
+        "distinct_features", "premium_features", *[f"features_tier_{p.tier}" for p in plans.plans],
+        "gated_feature_views", "limit_hits", *[f"limit_hits_{n}" for n in LIMIT_NAMES],
+        "max_limit_utilisation", "api_calls", "storage_gb", "invites_sent", "invites_accepted",
+        "admin_invites_sent", "activations", "integrations_connected", "exports", "shares",
+        "admin_page_views", "pricing_page_views", "prompt_views", "prompt_clicks",
+        "prompt_dismissals",
+    ]  # fmt: skip
+
+
+def affected_dates(
+    new_events: pl.LazyFrame,
+    relabelled: pl.DataFrame | None = None,
+    events: pl.LazyFrame | None = None,
+) -> list[date]:
+    """Event dates whose figures new data may change: the new events' own dates, plus, when
+    identities were relabelled, every date on which a relabelled id has an event in `events`
+    (a merge turns two active users into one)."""
+    parts = [new_events.select("event_date")]
+    if relabelled is not None and events is not None and relabelled.height:
+        ids = relabelled["id"].implode()
+        parts.append(
+            events.filter(pl.col("user_id").is_in(ids) | pl.col("anonymous_id").is_in(ids)).select(
+                "event_date"
+            )
+        )
+    return sorted(pl.concat(parts).unique().drop_nulls().collect()["event_date"].to_list())
+
+
+def recompute_range(
+    existing: pl.DataFrame,
+    dates: Iterable[date],
+    attributed: pl.LazyFrame,
+    account_memberships: pl.LazyFrame,
+    cfg: ActivityConfig,
+) -> tuple[date, date] | None:
+    """The (first, last) dates to rebuild after changes on `dates`; None when nothing changed.
+
+    From the earliest affected date to the last date an affected MAU window reaches, or to
+    the last date in the data when the data grew or an account appeared (their new rows run
+    to the end). sessions and user_daily can be spliced over the same range.
+    """
+    dates = sorted(dates)
+    if not dates:
+        return None
+    last = attributed.select(pl.col("event_date").max()).collect().item()
+    known = existing["account_id"].unique().implode()
+    new_accounts = (
+        account_memberships.lazy()
+        .filter(~pl.col("account_id").is_in(known))
+        .select(pl.len())
+        .collect()
+        .item()
+    )
+    old_last = existing["date"].max() if existing.height else None
+    grew = old_last is None or last > old_last or new_accounts > 0
+    return dates[0], last if grew else min(dates[-1] + timedelta(days=cfg.mau_days - 1), last)
+
+
+def splice(
+    existing: pl.DataFrame, fresh: pl.DataFrame, date_col: str, span: tuple[date, date]
+) -> pl.DataFrame:
+    """`existing` with its rows in `span` replaced by `fresh` (rebuilt for exactly that span)."""
+    return pl.concat(
+        [existing.filter(~pl.col(date_col).is_between(*span)), fresh.select(existing.columns)]
+    )
+
+
+def update_account_daily(
+    existing: pl.DataFrame,
+    dates: Iterable[date],
+    attributed: pl.LazyFrame,
+    account_memberships: pl.LazyFrame,
+    billing_events: pl.LazyFrame,
+    catalog: EventCatalog,
+    plans: PlanCatalog,
+    cfg: ActivityConfig,
+) -> pl.DataFrame:
+    """account_daily after changes on `dates`: rebuild `recompute_range`, splice into `existing`.
+
+    members and the billing columns are refreshed on every row: a new membership raises the
+    member count of every later date, and billing rows arrive late and out of order.
+    """
+    span = recompute_range(existing, dates, attributed, account_memberships, cfg)
+    if span is None:
+        return existing
+    sessions = sessionize(attributed, cfg.sessions, span)
+    fresh = account_daily(
+        attributed, sessions, account_memberships, billing_events, catalog, plans, cfg, span
+    )
+    spliced = splice(existing, fresh, "date", span).drop("members", *_BILLING_COLUMNS).lazy()
+    refreshed = _with_billing(_with_members(spliced, account_memberships), billing_events, plans)
+    return refreshed.select(_column_order(plans)).sort("account_id", "date").collect()

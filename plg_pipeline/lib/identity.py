@@ -1,0 +1,438 @@
+"""Identity stitching: one canonical user per connected group of ids, built incrementally.
+
+Ids are linked when an event carries both an anonymousId and a userId, and by `alias`
+(previousId -> userId). Each connected component gets the lexicographically smallest real
+userId as its canonical id (the smallest anonymousId when it has none), so the result depends
+only on the set of links, never on arrival order: two full builds and any sequence of
+incremental builds over the same events agree. An anonymousId linked to too many distinct
+users (a shared kiosk, a bot) would glue strangers together, so it is left out of merging and
+listed in the over-merge audit instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+from pydantic import Field
+
+from plg_pipeline.lib import lake
+from plg_pipeline.lib.configfile import StrictModel
+
+TS = pl.Datetime("us", "UTC")
+
+LINKS_SCHEMA = {"id": pl.String, "user_id": pl.String, "first_seen": TS, "last_seen": TS}
+IDENTITY_MAP_SCHEMA = {
+    "id": pl.String,
+    "id_type": pl.String,
+    "canonical_user_id": pl.String,
+    "first_seen": TS,
+    "last_seen": TS,
+}
+OVERMERGE_SCHEMA = {
+    "anonymous_id": pl.String,
+    "user_count": pl.Int64,
+    "first_seen": TS,
+    "last_seen": TS,
+}
+RELABELLED_SCHEMA = {
+    "id": pl.String,
+    "old_canonical_user_id": pl.String,
+    "new_canonical_user_id": pl.String,
+}
+MEMBERSHIP_SCHEMA = {
+    "canonical_user_id": pl.String,
+    "account_id": pl.String,
+    "role": pl.String,
+    "valid_from": TS,
+    "last_seen": TS,
+    "source": pl.String,
+}
+
+
+class IdentityConfig(StrictModel):
+    max_users_per_anonymous_id: int = Field(default=3, ge=1)
+
+
+@dataclass(frozen=True)
+class IdentityState:
+    """Everything needed to extend the identity graph with new events without re-reading history."""
+
+    links: pl.DataFrame
+    identity_map: pl.DataFrame
+    overmerge_audit: pl.DataFrame
+
+    @classmethod
+    def empty(cls) -> IdentityState:
+        return cls(
+            pl.DataFrame(schema=LINKS_SCHEMA),
+            pl.DataFrame(schema=IDENTITY_MAP_SCHEMA),
+            pl.DataFrame(schema=OVERMERGE_SCHEMA),
+        )
+
+    def save(self, directory: Path | str) -> None:
+        for name, frame in self._tables().items():
+            lake.write_parquet(frame, lake.table_path(directory, name))
+
+    @classmethod
+    def load(cls, directory: Path | str) -> IdentityState:
+        return cls(
+            lake.scan_table(directory, "identity_links", LINKS_SCHEMA).collect(),
+            lake.scan_table(directory, "identity_map", IDENTITY_MAP_SCHEMA).collect(),
+            lake.scan_table(directory, "identity_overmerge_audit", OVERMERGE_SCHEMA).collect(),
+        )
+
+    def _tables(self) -> dict[str, pl.DataFrame]:
+        return {
+            "identity_links": self.links,
+            "identity_map": self.identity_map,
+            "identity_overmerge_audit": self.overmerge_audit,
+        }
+
+
+def _new_links(events: pl.LazyFrame) -> pl.LazyFrame:
+    """(id, user_id) pairs the events assert are the same person, with when they were seen."""
+    both = events.filter(
+        pl.col("user_id").is_not_null()
+        & pl.col("anonymous_id").is_not_null()
+        & (pl.col("user_id") != pl.col("anonymous_id"))
+    ).select(pl.col("anonymous_id").alias("id"), "user_id", "event_time")
+    alias = events.filter(
+        (pl.col("type") == "alias")
+        & pl.col("previous_id").is_not_null()
+        & pl.col("user_id").is_not_null()
+        & (pl.col("previous_id") != pl.col("user_id"))
+    ).select(pl.col("previous_id").alias("id"), "user_id", "event_time")
+    return (
+        pl.concat([both, alias])
+        .group_by("id", "user_id")
+        .agg(first_seen=pl.col("event_time").min(), last_seen=pl.col("event_time").max())
+    )
+
+
+def _observed_ids(events: pl.LazyFrame) -> pl.LazyFrame:
+    """Every id in the events, whether it was ever a userId, and when it was first/last seen."""
+    parts = [
+        events.select(
+            pl.col(col).alias("id"), pl.lit(col == "user_id").alias("is_user"), "event_time"
+        )
+        for col in ("user_id", "anonymous_id", "previous_id")
+    ]
+    return (
+        pl.concat(parts)
+        .filter(pl.col("id").is_not_null())
+        .group_by("id")
+        .agg(
+            is_user=pl.col("is_user").any(),
+            first_seen=pl.col("event_time").min(),
+            last_seen=pl.col("event_time").max(),
+        )
+    )
+
+
+def _merge_seen(old: pl.DataFrame, new: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
+    """Union of two keyed frames, widening first_seen/last_seen."""
+    return (
+        pl.concat(
+            [
+                old.select(*keys, "first_seen", "last_seen"),
+                new.select(*keys, "first_seen", "last_seen"),
+            ]
+        )
+        .group_by(keys)
+        .agg(pl.col("first_seen").min(), pl.col("last_seen").max())
+    )
+
+
+def connected_labels(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Component label (smallest member index) of nodes 0..n-1 joined by edges a[i]-b[i].
+
+    Vectorised hook-and-compress: every round each edge whose ends sit in different trees
+    hooks the larger root under the smaller one, then pointers are jumped to their roots.
+    Parents only ever decrease, so the forest stays acyclic and the loop ends in a few rounds.
+    """
+    parent = np.arange(n, dtype=np.int64)
+    while True:
+        ra, rb = parent[a], parent[b]
+        differ = ra != rb
+        if not differ.any():
+            return parent
+        lo, hi = np.minimum(ra[differ], rb[differ]), np.maximum(ra[differ], rb[differ])
+        np.minimum.at(parent, hi, lo)
+        while True:
+            jumped = parent[parent]
+            if np.array_equal(jumped, parent):
+                break
+            parent = jumped
+
+
+def _components(nodes: pl.DataFrame, edges: pl.DataFrame) -> pl.DataFrame:
+    """Canonical user id of each node (id, is_user) given undirected edges (id, user_id)."""
+    indexed = nodes.sort("id").with_row_index("ix")
+    codes = indexed.select("id", "ix")
+    coded = edges.join(codes, on="id").join(
+        codes.rename({"id": "user_id", "ix": "jx"}), on="user_id"
+    )
+    labels = connected_labels(
+        indexed.height,
+        coded["ix"].to_numpy().astype(np.int64),
+        coded["jx"].to_numpy().astype(np.int64),
+    )
+    labelled = indexed.with_columns(label=pl.Series(labels))
+    canonical = labelled.group_by("label").agg(
+        canonical_user_id=pl.coalesce(
+            pl.col("id").filter(pl.col("is_user")).min(), pl.col("id").min()
+        )
+    )
+    return labelled.join(canonical, on="label").select("id", "canonical_user_id")
+
+
+def _overmerge(links: pl.DataFrame, ids: pl.Series, max_users: int) -> pl.DataFrame:
+    """Audit rows for those of `ids` linked to more than `max_users` distinct users."""
+    return (
+        links.filter(pl.col("id").is_in(ids.implode()))
+        .group_by("id")
+        .agg(
+            user_count=pl.col("user_id").n_unique().cast(pl.Int64),
+            first_seen=pl.col("first_seen").min(),
+            last_seen=pl.col("last_seen").max(),
+        )
+        .filter(pl.col("user_count") > max_users)
+        .rename({"id": "anonymous_id"})
+        .select(list(OVERMERGE_SCHEMA))
+    )
+
+
+def rebuild_components(
+    links: pl.DataFrame,
+    nodes: pl.DataFrame,
+    audit: pl.DataFrame,
+    old_map: pl.DataFrame,
+    seeds: pl.Series,
+    max_users: int,
+    recount: pl.Series | None = None,
+) -> tuple[IdentityState, pl.DataFrame]:
+    """Recompute only the components holding `seeds`; every other row of `old_map` stays.
+
+    `links` and `nodes` (id, id_type, first_seen, last_seen) are already up to date; `audit`
+    rows are recounted here for the seeds, whose link counts may have changed, and for the ids
+    in `recount` (seen again: their first/last seen may have moved). A component that a
+    newly guarded id used to glue together falls apart because its members are all re-labelled.
+    """
+    recount = seeds if recount is None else pl.concat([seeds, recount]).unique()
+    audit = pl.concat(
+        [
+            audit.filter(~pl.col("anonymous_id").is_in(recount.implode())),
+            _overmerge(links, recount, max_users),
+        ]
+    ).sort("anonymous_id")
+    guarded = audit["anonymous_id"].implode()
+
+    def with_components(ids: pl.Series) -> pl.Series:
+        canonical = old_map.filter(pl.col("id").is_in(ids.implode()))["canonical_user_id"]
+        members = old_map.filter(pl.col("canonical_user_id").is_in(canonical.implode()))["id"]
+        return pl.concat([members, ids]).unique()
+
+    def usable_edges(ids: pl.Series) -> pl.DataFrame:
+        touching = pl.col("id").is_in(ids.implode()) | pl.col("user_id").is_in(ids.implode())
+        return links.filter(touching & ~pl.col("id").is_in(guarded)).select("id", "user_id")
+
+    # Seeds' components, then the components their usable links reach (an id released by the
+    # guard links into components that were apart); edges of the rest stay inside their own.
+    touched = with_components(seeds)
+    edges = usable_edges(touched)
+    touched = with_components(pl.concat([touched, edges["id"], edges["user_id"]]))
+    edges = usable_edges(touched)
+    sub_nodes = nodes.filter(pl.col("id").is_in(touched.implode())).select(
+        "id", is_user=pl.col("id_type") == "user"
+    )
+    recomputed = nodes.join(_components(sub_nodes, edges), on="id")
+    kept = nodes.join(old_map.select("id", "canonical_user_id"), on="id").filter(
+        ~pl.col("id").is_in(touched.implode())
+    )
+    identity_map = pl.concat([kept, recomputed]).select(list(IDENTITY_MAP_SCHEMA)).sort("id")
+    relabelled = (
+        old_map.select("id", old_canonical_user_id="canonical_user_id")
+        .join(recomputed.select("id", new_canonical_user_id="canonical_user_id"), on="id")
+        .filter(pl.col("old_canonical_user_id") != pl.col("new_canonical_user_id"))
+        .sort("id")
+    )
+    return IdentityState(links.sort("id", "user_id"), identity_map, audit), relabelled
+
+
+def update_identity(
+    state: IdentityState | None, new_events: pl.LazyFrame, cfg: IdentityConfig
+) -> tuple[IdentityState, pl.DataFrame]:
+    """Extend the identity graph with `new_events`; returns the new state and relabelled ids.
+
+    Only components that a new link, a new id or a changed id type touches are recomputed,
+    so a daily run costs what the day brings (plus linear joins over the small link and id
+    tables), not a pass over all past events. A full build is `update_identity(None, all)`.
+    """
+    state = state or IdentityState.empty()
+    fresh_links, observed = pl.collect_all([_new_links(new_events), _observed_ids(new_events)])
+    links = _merge_seen(state.links, fresh_links, ["id", "user_id"])
+    added_links = fresh_links.join(state.links, on=["id", "user_id"], how="anti")
+
+    old_nodes = state.identity_map.select("id", is_user=pl.col("id_type") == "user")
+    nodes = (
+        pl.concat([old_nodes, observed.select("id", "is_user")])
+        .group_by("id")
+        .agg(pl.col("is_user").any())
+        .join(
+            _merge_seen(state.identity_map, observed, ["id"]),
+            on="id",
+        )
+        .select(
+            "id",
+            id_type=pl.when("is_user").then(pl.lit("user")).otherwise(pl.lit("anonymous")),
+            first_seen="first_seen",
+            last_seen="last_seen",
+        )
+    )
+    changed_nodes = nodes.join(
+        state.identity_map.select("id", "id_type"), on=["id", "id_type"], how="anti"
+    )
+    seeds = pl.concat([added_links["id"], added_links["user_id"], changed_nodes["id"]]).unique()
+    return rebuild_components(
+        links,
+        nodes,
+        state.overmerge_audit,
+        state.identity_map,
+        seeds,
+        cfg.max_users_per_anonymous_id,
+        recount=fresh_links["id"],
+    )
+
+
+def with_canonical(
+    events: pl.LazyFrame, identity_map: pl.DataFrame | pl.LazyFrame, extra: Sequence[str] = ()
+) -> pl.LazyFrame:
+    """Add canonical_user_id (and `extra` lookup columns), by userId, else by anonymousId."""
+    lookup = identity_map.lazy().select(
+        pl.col("id").alias("_identity_key"), "canonical_user_id", *extra
+    )
+    return (
+        events.with_columns(_identity_key=pl.coalesce("user_id", "anonymous_id"))
+        .join(lookup, on="_identity_key", how="left")
+        .drop("_identity_key")
+    )
+
+
+def memberships(events: pl.LazyFrame, identity_map: pl.DataFrame | pl.LazyFrame) -> pl.LazyFrame:
+    """account_memberships: one row per canonical user x account ever linked explicitly.
+
+    valid_from is the first group call or context.groupId linking them; role is the latest
+    role sent on a group call for that account, else the latest one on the user's identify.
+    """
+    ev = with_canonical(events, identity_map).filter(pl.col("canonical_user_id").is_not_null())
+    links = (
+        ev.filter(pl.col("account_id").is_not_null())
+        .group_by("canonical_user_id", "account_id")
+        .agg(
+            valid_from=pl.col("event_time").min(),
+            last_seen=pl.col("event_time").max(),
+            source=pl.when((pl.col("type") == "group").any())
+            .then(pl.lit("group"))
+            .otherwise(pl.lit("context")),
+        )
+    )
+
+    def latest_role(call: str, keys: list[str], name: str) -> pl.LazyFrame:
+        # role-carrying calls are few: sort only those
+        return (
+            ev.filter((pl.col("type") == call) & pl.col("role").is_not_null())
+            .sort("event_time", "event_id")
+            .group_by(keys)
+            .agg(pl.col("role").last().alias(name))
+        )
+
+    keys = ["canonical_user_id", "account_id"]
+    return (
+        links.join(latest_role("group", keys, "group_role"), on=keys, how="left")
+        .join(latest_role("identify", keys[:1], "user_role"), on=keys[:1], how="left")
+        .with_columns(role=pl.coalesce("group_role", "user_role"))
+        .select(list(MEMBERSHIP_SCHEMA))
+    )
+
+
+def attribute_events(
+    events: pl.LazyFrame,
+    identity_map: pl.DataFrame | pl.LazyFrame,
+    account_memberships: pl.DataFrame | pl.LazyFrame,
+) -> pl.LazyFrame:
+    """Events with canonical_user_id and the account they count for (CONTRACT.md section 2).
+
+    account_id keeps an explicit link; otherwise it is the account of the user's most recent
+    membership starting at or before the event (ties broken by the smallest account id).
+    account_source says which rule applied (explicit | membership), null when unattributed.
+    Most events come after the user's latest membership began, which one hash join settles;
+    only events between two memberships need the as-of lookup, done on that narrow subset.
+    """
+    members = account_memberships.lazy()
+    latest_from = pl.col("valid_from").max()
+    bounds = members.group_by("canonical_user_id").agg(
+        _first_from=pl.col("valid_from").min(),
+        _last_from=latest_from,
+        _last_account=pl.col("account_id").filter(pl.col("valid_from") == latest_from).min(),
+    )
+    lookup = identity_map.lazy().join(bounds, on="canonical_user_id", how="left")
+    ev = with_canonical(events, lookup, ["_first_from", "_last_from", "_last_account"])
+    between = (
+        pl.col("account_id").is_null()
+        & (pl.col("event_time") >= pl.col("_first_from"))
+        & (pl.col("event_time") < pl.col("_last_from"))
+    )
+    timeline = (
+        members.group_by("canonical_user_id", "valid_from")
+        .agg(_between_account=pl.col("account_id").min())
+        .sort("valid_from")
+    )
+    resolved = (
+        ev.filter(between)
+        .select("event_id", "canonical_user_id", "event_time")
+        .unique("event_id")  # curated event ids are unique; never fan rows out if not
+        .sort("event_time")
+        .join_asof(
+            timeline,
+            left_on="event_time",
+            right_on="valid_from",
+            by="canonical_user_id",
+            check_sortedness=False,
+        )
+        .select("event_id", "_between_account")
+    )
+    member_account = pl.coalesce(
+        pl.when(pl.col("event_time") >= pl.col("_last_from")).then("_last_account"),
+        "_between_account",
+    )
+    return (
+        ev.join(resolved, on="event_id", how="left")
+        .with_columns(
+            account_source=pl.when(pl.col("account_id").is_not_null())
+            .then(pl.lit("explicit"))
+            .when(member_account.is_not_null())
+            .then(pl.lit("membership")),
+            account_id=pl.coalesce("account_id", member_account),
+        )
+        .drop("_first_from", "_last_from", "_last_account", "_between_account")
+    )
+
+
+def user_consent(events: pl.LazyFrame, identity_map: pl.DataFrame | pl.LazyFrame) -> pl.LazyFrame:
+    """user_consent: each canonical user's latest consent.analytics and when it was given."""
+    order = ("event_time", "event_id")
+    return (
+        with_canonical(events, identity_map)
+        .filter(
+            pl.col("consent_analytics").is_not_null() & pl.col("canonical_user_id").is_not_null()
+        )
+        .group_by("canonical_user_id")
+        .agg(
+            consent_analytics=pl.col("consent_analytics").sort_by(*order).last(),
+            as_of=pl.col("event_time").sort_by(*order).last(),
+        )
+    )

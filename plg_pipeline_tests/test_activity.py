@@ -1,0 +1,264 @@
+"""user_daily / account_daily: figures on a hand-made day, brute-force windows, incremental == full."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import polars as pl
+import pytest
+from polars.testing import assert_frame_equal
+
+from plg_pipeline.lib.activity import (
+    ActivityConfig,
+    account_daily,
+    affected_dates,
+    load_activity_config,
+    recompute_range,
+    update_account_daily,
+    user_daily,
+)
+from plg_pipeline.lib.catalog import load_catalog
+from plg_pipeline.lib.configfile import ConfigError
+from plg_pipeline.lib.identity import attribute_events, memberships, update_identity
+from plg_pipeline.lib.plans import load_plans
+from plg_pipeline.lib.sessions import sessionize
+from plg_pipeline_tests.test_identity import make_events
+
+CAT, PLANS, CFG = load_catalog(), load_plans(), ActivityConfig()
+D0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+BILLING_SCHEMA = {
+    "event_id": pl.String,
+    "account_id": pl.String,
+    "occurred_at": pl.Datetime("us", "UTC"),
+    "plan": pl.String,
+    "seats": pl.Int64,
+    "mrr": pl.Float64,
+    "status": pl.String,
+    "change": pl.String,
+    "overage_usd": pl.Float64,
+}
+
+
+def billing(rows: list[tuple]) -> pl.LazyFrame:
+    full = [
+        (f"b{i}", acc, at, plan, seats, mrr, "active", "upgrade", 0.0)
+        for i, (acc, at, plan, seats, mrr) in enumerate(rows)
+    ]
+    return pl.DataFrame(full, schema=BILLING_SCHEMA, orient="row").lazy()
+
+
+def pipeline(rows: list[dict]) -> tuple[pl.LazyFrame, pl.LazyFrame, pl.LazyFrame]:
+    """attributed events, sessions and memberships through the real identity stage."""
+    events = make_events(rows)
+    state, _ = update_identity(None, events, CFG.identity)
+    members = memberships(events, state.identity_map).collect().lazy()
+    attributed = attribute_events(events, state.identity_map, members).collect().lazy()
+    return attributed, sessionize(attributed, CFG.sessions), members
+
+
+def full_daily(rows: list[dict], bill: pl.LazyFrame | None = None) -> pl.DataFrame:
+    attributed, sessions, members = pipeline(rows)
+    return account_daily(
+        attributed, sessions, members, bill if bill is not None else billing([]), CAT, PLANS, CFG
+    )
+
+
+def day(n: int, hh: int = 9, mm: int = 0) -> datetime:
+    return (D0 + timedelta(days=n)).replace(hour=hh, minute=mm)
+
+
+def track(user: str, name: str, when: datetime, account: str | None = "acc", **extra) -> dict:
+    return {"user_id": user, "event_name": name, "event_time": when, "account_id": account, **extra}
+
+
+HAND_MADE = [
+    {
+        "type": "identify",
+        "user_id": "u1",
+        "anonymous_id": "a1",
+        "role": "admin",
+        "event_time": day(0, 8),
+    },
+    {"type": "group", "user_id": "u1", "group_id": "acc", "event_time": day(0, 8)},
+    track("u1", "Feature Used", day(0), feature="dashboards"),
+    track("u1", "Feature Used", day(0, 9, 5), feature="sso"),
+    track("u1", "Feature Used", day(0, 9, 6), feature="sso"),
+    track("u1", "Project Created", day(0, 9, 7)),
+    track("u1", "Invite Sent", day(0, 9, 8), role="admin"),
+    track("u1", "Limit Reached", day(0, 11), limit_name="seats", used=3.0, allowed=3.0),
+    track("u1", "Usage Reported", day(0, 11), limit_name="api_calls", quantity=120.0),
+    {"anonymous_id": "a1", "event_name": "Pricing Page Viewed", "event_time": day(0, 12)},
+    {"type": "group", "user_id": "u2", "group_id": "acc", "event_time": day(1, 8)},
+    track("u2", "Signed Up", day(1), account=None),
+    track("u2", "Gated Feature Viewed", day(1, 9, 1), feature="sso", required_plan="business"),
+    track("u1", "Feature Used", day(3), feature="scim"),
+]
+
+
+def test_hand_made_account_days():
+    bill = billing([("acc", day(1, 23, 59), "pro", 10, 150.0)])
+    out = full_daily(HAND_MADE, bill)
+    assert out["date"].to_list() == [date(2026, 3, 2) + timedelta(days=i) for i in range(4)]
+    d0, d1, d2, d3 = out.iter_rows(named=True)
+    assert (d0["events"], d0["active_users"], d0["wau"], d0["members"]) == (8, 1, 1, 1)
+    assert (d0["distinct_features"], d0["premium_features"], d0["features_tier_2"]) == (2, 1, 1)
+    assert (d0["limit_hits"], d0["limit_hits_seats"], d0["max_limit_utilisation"]) == (1, 1, 1.0)
+    assert (d0["api_calls"], d0["invites_sent"], d0["admin_invites_sent"], d0["activations"]) == (
+        120.0,
+        1,
+        1,
+        1,
+    )
+    assert (
+        d0["pricing_page_views"] == 1
+    )  # anonymous event stitched to u1, attributed via membership
+    assert (d0["sessions"], d0["session_seconds"]) == (3, 8 * 60.0)  # 9:00-9:08, 11:00, 12:00
+    assert (d0["plan"], d0["plan_tier"], d0["seats"], d0["mrr"]) == ("free", 0, 1, 0.0)
+    assert (d1["plan"], d1["seats"], d1["mrr"], d1["members"]) == ("pro", 10, 150.0, 2)
+    assert (d1["active_users"], d1["wau"], d1["gated_feature_views"]) == (1, 2, 1)
+    assert d1["seat_utilisation"] == pytest.approx(0.2)
+    assert (d2["events"], d2["active_users"], d2["wau"], d2["mau"]) == (0, 0, 2, 2)
+    assert (d3["features_tier_3"], d3["premium_features"], d3["wau"]) == (1, 1, 2)
+
+
+def test_user_daily_flags():
+    attributed, sessions, members = pipeline(HAND_MADE)
+    out = (
+        user_daily(attributed, sessions, members, CAT, PLANS, CFG)
+        .collect()
+        .sort("canonical_user_id", "date")
+    )
+    rows = out.select("canonical_user_id", "date", "events", "features_used", "premium_features_used",
+                      "is_admin", "activated", "signed_up", "gated_feature_views").rows()  # fmt: skip
+    assert rows == [
+        ("u1", date(2026, 3, 2), 8, 2, 1, True, True, False, 0),
+        ("u1", date(2026, 3, 5), 1, 1, 1, True, True, False, 0),
+        ("u2", date(2026, 3, 3), 2, 0, 0, False, False, True, 1),  # a paywall view is no use
+    ]
+
+
+def random_rows(seed: int, n: int = 300, days: int = 60) -> list[dict]:
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        user, acc = f"u{rng.randrange(12)}", f"acc{rng.randrange(3)}"
+        when = day(rng.randrange(days), rng.randrange(24), rng.randrange(60))
+        rows.append(
+            track(
+                user,
+                rng.choice(["Feature Used", "Invite Sent", "Report Exported"]),
+                when,
+                acc,
+                feature="sso",
+            )
+        )
+    return rows
+
+
+def brute_force_windows(rows: list[dict], acc: str, on: date, days: int) -> int:
+    lo = on - timedelta(days=days - 1)
+    return len(
+        {
+            r["user_id"]
+            for r in rows
+            if r["account_id"] == acc and lo <= r["event_time"].date() <= on
+        }
+    )
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_rolling_windows_match_brute_force(seed):
+    rows = random_rows(seed)
+    out = full_daily(rows)
+    for r in out.iter_rows(named=True):
+        for col, days in (("active_users", 1), ("wau", 7), ("mau", 28)):
+            assert r[col] == brute_force_windows(rows, r["account_id"], r["date"], days), (
+                col,
+                r["date"],
+            )
+    assert out["events"].sum() == len(rows)
+    firsts = {
+        a: min(r["event_time"].date() for r in rows if r["account_id"] == a)
+        for a in out["account_id"]
+    }
+    last = max(r["event_time"].date() for r in rows)
+    for acc, group in out.group_by("account_id"):
+        assert group["date"].to_list() == pl.date_range(firsts[acc[0]], last, eager=True).to_list()
+
+
+@pytest.mark.parametrize(("seed", "late_days"), [(4, [10, 11]), (5, [58]), (6, [0, 30])])
+def test_incremental_equals_full_after_late_events(seed, late_days):
+    rows = random_rows(seed)
+    base = [r for r in rows if r["event_time"].date() < day(59).date()]
+    late = [
+        track(f"u{seed}", "Feature Used", day(d, 23, 50), "acc1", feature="sso") for d in late_days
+    ]
+    late.append(
+        track("u99", "Feature Used", day(59), "acc9", feature="scim")
+    )  # a new account, last day grows
+    bill = billing([("acc1", day(20), "business", 5, 175.0)])
+    existing = full_daily(base, bill)
+
+    attributed, _, members = pipeline(base + late)
+    new_events = make_events(late)
+    dates = affected_dates(new_events)
+    assert dates == sorted({r["event_time"].date() for r in late})
+    updated = update_account_daily(existing, dates, attributed, members, bill, CAT, PLANS, CFG)
+    full = full_daily(base + late, bill)
+    assert_frame_equal(updated, full)
+    assert updated["events"].sum() == len(base) + len(late)
+
+
+def test_late_billing_row_refreshes_plan_on_every_row():
+    rows = random_rows(7)
+    attributed, sessions, members = pipeline(rows)
+    existing = account_daily(attributed, sessions, members, billing([]), CAT, PLANS, CFG)
+    bill = billing([("acc2", day(5), "enterprise", 40, 2400.0)])
+    updated = update_account_daily(
+        existing, [day(59).date()], attributed, members, bill, CAT, PLANS, CFG
+    )
+    assert_frame_equal(updated, account_daily(attributed, sessions, members, bill, CAT, PLANS, CFG))
+
+
+def test_affected_dates_include_relabelled_history():
+    old = make_events(
+        [{"anonymous_id": "a7", "event_time": day(2)}, {"user_id": "u7", "event_time": day(4)}]
+    )
+    new = make_events(
+        [{"type": "identify", "anonymous_id": "a7", "user_id": "u7", "event_time": day(9)}]
+    )
+    state, _ = update_identity(None, old, CFG.identity)
+    _, relabelled = update_identity(state, new, CFG.identity)
+    dates = affected_dates(new, relabelled, pl.concat([old, new]))
+    assert dates == [day(2).date(), day(9).date()]
+
+
+def test_config_errors_name_file_and_key(tmp_path: Path):
+    assert load_activity_config().sessions.inactivity_gap_minutes == 30
+    (tmp_path / "activity.yaml").write_text("identity:\n  max_users_per_anonymous_id: 0\n")
+    with pytest.raises(ConfigError, match=r"activity\.yaml: identity\.max_users_per_anonymous_id"):
+        load_activity_config(tmp_path)
+    (tmp_path / "activity.yaml").write_text("wau_dayz: 7\n")
+    with pytest.raises(ConfigError, match="wau_dayz"):
+        load_activity_config(tmp_path)
+
+
+def test_late_events_without_new_dates_rebuild_only_their_windows():
+    base = random_rows(8)
+    late = [
+        track("u3", "Report Exported", day(5, 23, 59), "acc1"),
+        track("u77", "Feature Used", day(6, 0, 5), "acc1", feature="sso"),  # a new member of acc1
+    ]
+    existing = full_daily(base)
+    attributed, _, members = pipeline(base + late)
+    dates = affected_dates(make_events(late))
+    assert recompute_range(existing, dates, attributed, members, CFG) == (
+        day(5).date(),
+        day(6 + 27).date(),
+    )
+    updated = update_account_daily(
+        existing, dates, attributed, members, billing([]), CAT, PLANS, CFG
+    )
+    assert_frame_equal(updated, full_daily(base + late))
