@@ -2,8 +2,18 @@
 
 import dagster as dg
 
-from plg_pipeline.defs import ingest
+from plg_pipeline.defs import (
+    actions,
+    activity,
+    identity,
+    ingest,
+    metrics,
+    privacy,
+    scoring,
+    triggers,
+)
 from plg_pipeline.defs.io_manager import LakehouseIOManager
+from plg_pipeline.defs.jobs import pipeline_job
 from plg_pipeline.defs.resources import PipelineSettings
 
 settings = PipelineSettings(
@@ -13,8 +23,12 @@ settings = PipelineSettings(
 )
 
 defs = dg.Definitions.merge(
-    ingest.defs,
+    *(
+        stage.defs
+        for stage in (ingest, identity, privacy, activity, metrics, scoring, triggers, actions)
+    ),
     dg.Definitions(
+        jobs=[pipeline_job],
         resources={"settings": settings, "io_manager": LakehouseIOManager(settings=settings)},
     ),
 )

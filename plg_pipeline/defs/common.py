@@ -23,5 +23,5 @@ def marts(name: str) -> dg.AssetKey:
     return dg.AssetKey(["marts", name])
 
 
-def lake(name: str) -> dg.AssetKey:
+def lake_key(name: str) -> dg.AssetKey:
     return dg.AssetKey(["lake", name])

@@ -71,3 +71,19 @@ def scan_partitions(
 def scan_table(lake_dir: Path | str, table: str, schema: dict[str, pl.DataType]) -> pl.LazyFrame:
     path = table_path(lake_dir, table)
     return pl.scan_parquet(path) if path.exists() else pl.LazyFrame(schema=schema)
+
+
+def fingerprints(lake_dir: Path | str, table: str) -> pl.DataFrame:
+    """(file, mtime_ns, size) of each partition file: what an incremental step compares to last time."""
+    rows = [
+        {"file": p.name, "mtime_ns": p.stat().st_mtime_ns, "size": p.stat().st_size}
+        for p in partition_files(lake_dir, table)
+    ]
+    return pl.DataFrame(rows, schema={"file": pl.String, "mtime_ns": pl.Int64, "size": pl.Int64})
+
+
+def changed_files(before: pl.DataFrame, now: pl.DataFrame) -> tuple[list[str], bool]:
+    """(files new since `before`, whether any earlier file was rewritten or removed)."""
+    added = now.join(before, on="file", how="anti")["file"].to_list()
+    rewritten = before.join(now, on=["file", "mtime_ns", "size"], how="anti").height > 0
+    return added, rewritten

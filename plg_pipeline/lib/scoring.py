@@ -301,6 +301,10 @@ def tier_transitions(pql_scores: pl.DataFrame) -> pl.DataFrame:
     )
 
 
+class InsufficientHistory(ValueError):
+    """Too little upgrade history to fit or judge weights: a fact about the data, not a bug."""
+
+
 @dataclass(frozen=True)
 class Calibration:
     """Suggested weights (one row per component, then any signal) and the backtest summary."""
@@ -405,14 +409,16 @@ def calibrate_weights(
     )
     dates = rows["as_of_date"].unique().sort()
     if dates.len() < 2:
-        raise ValueError("calibration needs at least two sample dates with a full outcome window")
+        raise InsufficientHistory(
+            "calibration needs at least two sample dates with a full outcome window"
+        )
     split = dates[min(int(dates.len() * cal.train_fraction), dates.len() - 1)]
     purge_from = split - timedelta(days=cal.outcome_window_days)
     train = rows.filter(pl.col("as_of_date") < purge_from)
     test = rows.filter(pl.col("as_of_date") >= split)
     y = train["_label"].to_numpy()
     if train.height == 0 or y.all() or not y.any():
-        raise ValueError(
+        raise InsufficientHistory(
             f"calibration needs upgraded and not upgraded rows before {purge_from}; "
             f"history from {first} to {last} is too short"
         )

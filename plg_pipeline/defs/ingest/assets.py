@@ -5,12 +5,11 @@ from datetime import date, timedelta
 import dagster as dg
 import polars as pl
 
-from plg_pipeline.defs.common import RETRY, WAREHOUSE_POOL, lake, marts, owners
+from plg_pipeline.defs.common import RETRY, WAREHOUSE_POOL, lake_key, marts, owners
 from plg_pipeline.defs.io_manager import frame_metadata
 from plg_pipeline.defs.partitions import arrival_days
 from plg_pipeline.defs.resources import PipelineSettings
-from plg_pipeline.lib import ingest
-from plg_pipeline.lib import lake as lake_files
+from plg_pipeline.lib import ingest, lake
 from plg_pipeline.lib.catalog import load_catalog
 
 LOOKBACK_DAYS = ingest.load_ingest_config().dedup_lookback_days
@@ -19,7 +18,7 @@ ERASED_ID_HASHES = "erased_id_hashes"
 
 
 def load_erased_id_hashes(settings: PipelineSettings) -> frozenset[str]:
-    path = lake_files.table_path(settings.lake, ERASED_ID_HASHES)
+    path = lake.table_path(settings.lake, ERASED_ID_HASHES)
     return frozenset(pl.read_parquet(path)["id_hash"].to_list()) if path.exists() else frozenset()
 
 
@@ -43,17 +42,17 @@ raw_sources = [
 @dg.multi_asset(
     outs={
         "events_validated": dg.AssetOut(
-            key=lake("events_validated"),
+            key=lake_key("events_validated"),
             description="One arrival day's events that passed the contract: PII hashed, in-day retries dropped.",
             owners=owners("ingest"),
         ),
         "event_quarantine": dg.AssetOut(
-            key=lake("event_quarantine"),
+            key=lake_key("event_quarantine"),
             description="One arrival day's rejected event lines, each with its reason and raw text.",
             owners=owners("ingest"),
         ),
         "ingest_stats": dg.AssetOut(
-            key=lake("ingest_stats"),
+            key=lake_key("ingest_stats"),
             description="Row accounting per arrival day: rows in, accepted, quarantined, duplicates.",
             owners=owners("ingest"),
         ),
@@ -89,13 +88,13 @@ def events_validated(context: dg.AssetExecutionContext, settings: PipelineSettin
     key=marts("events"),
     ins={
         "validated": dg.AssetIn(
-            lake("events_validated"),
+            lake_key("events_validated"),
             partition_mapping=dg.TimeWindowPartitionMapping(
                 start_offset=-LOOKBACK_DAYS, allow_nonexistent_upstream_partitions=True
             ),
         ),
-        "stats": dg.AssetIn(lake("ingest_stats")),
-        "quarantine": dg.AssetIn(lake("event_quarantine")),
+        "stats": dg.AssetIn(lake_key("ingest_stats")),
+        "quarantine": dg.AssetIn(lake_key("event_quarantine")),
     },
     partitions_def=arrival_days,
     backfill_policy=dg.BackfillPolicy.single_run(),
@@ -186,12 +185,12 @@ def events(
             owners=owners("ingest"),
         ),
         "deletion_requests": dg.AssetOut(
-            key=lake("deletion_requests"),
+            key=lake_key("deletion_requests"),
             description="Right-to-erasure requests; kept out of the warehouse on purpose.",
             owners=owners("privacy"),
         ),
         "table_quarantine": dg.AssetOut(
-            key=lake("table_quarantine"),
+            key=lake_key("table_quarantine"),
             description="Rejected billing, CRM and privacy rows with their reasons.",
             owners=owners("ingest"),
         ),
@@ -217,8 +216,8 @@ def reference_tables(context: dg.AssetExecutionContext, settings: PipelineSettin
 @dg.asset(
     key=marts("quarantined_events"),
     ins={
-        "event_quarantine": dg.AssetIn(lake("event_quarantine")),
-        "table_quarantine": dg.AssetIn(lake("table_quarantine")),
+        "event_quarantine": dg.AssetIn(lake_key("event_quarantine")),
+        "table_quarantine": dg.AssetIn(lake_key("table_quarantine")),
     },
     pool=WAREHOUSE_POOL,
     group_name="ingest",

@@ -86,6 +86,7 @@ def tier_transitions(scores: pl.LazyFrame) -> pl.DataFrame:
     **COMMON,
 )
 def weight_calibration(
+    context: dg.AssetExecutionContext,
     settings: PipelineSettings,
     scores: pl.LazyFrame,
     account_daily: pl.LazyFrame,
@@ -97,9 +98,14 @@ def weight_calibration(
     flags = signals.account_signals(
         account_daily.collect(), signals.load_signals_config(settings.config), plans
     )
-    result = scoring.calibrate_weights(
-        scores.collect(), outcomes.upgrades(billing.collect()), cfg, flags
-    )
+    try:
+        result = scoring.calibrate_weights(
+            scores.collect(), outcomes.upgrades(billing.collect()), cfg, flags
+        )
+    except scoring.InsufficientHistory as exc:
+        context.log.warning(f"weight calibration skipped: {exc}")
+        empty = pl.DataFrame(schema={"component": pl.String, "current_weight": pl.Float64})
+        return dg.Output(empty, metadata={"skipped": str(exc)})
     return dg.Output(
         result.weights,
         metadata={
