@@ -36,15 +36,16 @@ def norms(ad: pl.DataFrame, cfg: ScoringConfig = CFG) -> pl.DataFrame:
     return pql_scores(ad, PLANS, cfg).sort("account_id", "as_of_date")
 
 
-def test_default_config_is_the_seed_model():
+def test_default_config_is_the_seed_model_recalibrated():
+    # seed 003 components and tiers; weights moved toward calibration (see scoring.yaml)
     assert [(c.name, c.weight) for c in CFG.components] == [
-        ("weekly_active_users", 20),
-        ("feature_depth", 15),
-        ("session_duration", 15),
-        ("collaboration", 10),
+        ("weekly_active_users", 25),
+        ("feature_depth", 20),
+        ("session_duration", 5),
+        ("collaboration", 25),
         ("integrations", 10),
-        ("org_expansion", 15),
-        ("billing_proximity", 15),
+        ("org_expansion", 10),
+        ("billing_proximity", 5),
     ]
     assert (CFG.tiers.low_max, CFG.tiers.medium_max) == (40, 70)
 
@@ -81,7 +82,7 @@ def test_score_version_follows_the_weights_only():
     same = ScoringConfig.model_validate(CFG.model_dump())
     assert score_version(same) == score_version(CFG)
     moved = CFG.model_dump()
-    moved["components"][0]["weight"], moved["components"][1]["weight"] = 15, 20
+    moved["components"][0]["weight"], moved["components"][1]["weight"] = 20, 25
     assert score_version(ScoringConfig.model_validate(moved)) != score_version(CFG)
     recal = CFG.model_dump()
     recal["calibration"]["l2"] = 5.0  # does not change any score
@@ -215,7 +216,7 @@ def test_explanation_names_the_top_components_with_points_of_weight():
                 integrations_connected=2,
                 max_limit_utilisation=0.64,
             ),
-            # a tie at 15 points each keeps the config order
+            # a tie at 5 points each keeps the config order
             account_days(
                 "b",
                 JAN1,
@@ -231,14 +232,14 @@ def test_explanation_names_the_top_components_with_points_of_weight():
     )
     got = norms(ad)
     assert got["explanation"].to_list() == [
-        "weekly active users 20/20; billing proximity 12/15; integrations 6.7/10",
-        "feature depth 15/15; session duration 15/15; billing proximity 15/15",
+        "weekly active users 25/25; integrations 6.7/10; billing proximity 4/5",
+        "feature depth 20/20; session duration 5/5; billing proximity 5/5",
         "no activity scored",
     ]
-    assert got["score"].to_list() == [38.7, 45.0, 0.0]
+    assert got["score"].to_list() == [35.7, 30.0, 0.0]
     assert got["score_version"].unique().to_list() == [score_version(CFG)]
     two = ScoringConfig.model_validate({**CFG.model_dump(), "explanation_top": 2})
-    assert norms(ad, two)["explanation"][0] == "weekly active users 20/20; billing proximity 12/15"
+    assert norms(ad, two)["explanation"][0] == "weekly active users 25/25; integrations 6.7/10"
 
 
 def test_pql_scores_columns():
@@ -334,7 +335,7 @@ def test_calibration_finds_the_predictive_component_and_beats_current_weights():
     assert max(w, key=lambda k: w[k]["suggested_weight"]) == "billing_proximity"
     assert w["collaboration"]["suggested_weight"] == 0 and w["collaboration"]["clipped_to_zero"]
     assert "collaboration" in got.summary["clipped_to_zero"]
-    assert w["billing_proximity"]["current_weight"] == 15
+    assert w["billing_proximity"]["current_weight"] == 5
     # the predictive coefficient is many standard errors from zero; the noise ones are not
     assert w["billing_proximity"]["coefficient"] > 5 * w["billing_proximity"]["coefficient_se"]
     assert abs(w["integrations"]["coefficient"]) < 3 * w["integrations"]["coefficient_se"]
@@ -342,8 +343,9 @@ def test_calibration_finds_the_predictive_component_and_beats_current_weights():
     assert s["auc_suggested"] > s["auc_current"] + 0.1
     # time split: fit strictly before evaluate_from minus the outcome window
     split = date.fromisoformat(s["evaluate_from"])
-    assert date.fromisoformat(s["train_before"]) == split - timedelta(days=60)
-    sample_end = JAN1 + timedelta(days=7 * 39 - 60)
+    window = CFG.calibration.outcome_window_days
+    assert date.fromisoformat(s["train_before"]) == split - timedelta(days=window)
+    sample_end = JAN1 + timedelta(days=7 * 39 - window)
     in_eval = scores.filter((pl.col("as_of_date") >= split) & (pl.col("as_of_date") <= sample_end))
     assert s["rows_evaluate"] == in_eval.height
     # precision at high: share upgraded among evaluated rows scoring > 70 with current weights

@@ -129,6 +129,7 @@ class World:
         for aid, base in self.accounts.items():
             for n in range(self.days):
                 row = {c: 0 for c in ACCOUNT_INTS} | {"mau": 5, "active_users": 5, "sessions": 2}
+                row |= {"seat_utilisation": 1.0, "invites_sent": 1}  # a team in use and growing
                 row |= {k: v for k, v in base.items() if k not in {"plan"}}
                 row |= {
                     "account_id": aid,
@@ -294,6 +295,21 @@ def test_repeated_paywall_is_user_level_and_needs_two_distinct_days():
     out = fired(w, "repeated_paywall")
     assert out.select("account_id", "user_id", "as_of_date", "route").rows() == [
         ("acc", "u1", day(25), "in_product")
+    ]
+
+
+def test_account_context_gates_user_level_rules():
+    """repeated_paywall needs a growing team (account_also); usage_ceiling most seats active."""
+    w = World().account("team").account("lone").set("lone", 0, 89, invites_sent=0)
+    w.set("lone", 0, 89, seat_utilisation=0.4)
+    for aid in ("team", "lone"):
+        w.user_day(f"u_{aid}", aid, 20, gated_feature_views=2)
+        w.user_day(f"u_{aid}", aid, 25, gated_feature_views=1)
+        w.set(aid, 40, 40, limit_hits=2).set(aid, 45, 45, limit_hits=1)
+    out = fired(w, "repeated_paywall", "usage_ceiling")
+    assert out.select("account_id", "trigger_type").sort("trigger_type").rows() == [
+        ("team", "repeated_paywall"),
+        ("team", "usage_ceiling"),
     ]
 
 

@@ -55,6 +55,14 @@ _COUNTED_ROLES = {
 
 _ROLES = pl.Enum(Role.__args__)
 _ZERO_FILLED = ("session_seconds", "api_calls")
+
+
+def _exact_seconds_sum(column: str) -> pl.Expr:
+    """Sum durations in whole microseconds: a float sum depends on thread order, and reruns
+    and incremental builds must give identical tables."""
+    return (pl.col(column) * 1_000_000).round().cast(pl.Int64).sum() / 1_000_000
+
+
 """Float sums that are 0 on a day without activity (integer counts are zero-filled too)."""
 
 
@@ -194,7 +202,7 @@ def user_daily(
     session_days = (
         sessions.filter(pl.col("account_id").is_not_null())
         .group_by("canonical_user_id", "account_id", date="session_date")
-        .agg(sessions=pl.len().cast(pl.Int64), session_seconds=pl.col("duration_s").sum())
+        .agg(sessions=pl.len().cast(pl.Int64), session_seconds=_exact_seconds_sum("duration_s"))
     )
     admins = (
         account_memberships.lazy()
@@ -339,7 +347,7 @@ def account_daily(
         ev = ev.filter(pl.col("event_date") >= dates[0])
 
     session_days = sessions.group_by("account_id", date="session_date").agg(
-        sessions=pl.len().cast(pl.Int64), session_seconds=pl.col("duration_s").sum()
+        sessions=pl.len().cast(pl.Int64), session_seconds=_exact_seconds_sum("duration_s")
     )
     activations = (
         _first_activations(attributed, catalog)

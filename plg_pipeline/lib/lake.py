@@ -6,6 +6,7 @@ step killed with SIGKILL) only ever sees the old file or the new one, never half
 
 from __future__ import annotations
 
+import filecmp
 import os
 import uuid
 from collections.abc import Iterable
@@ -35,6 +36,8 @@ def write_parquet(frame: pl.DataFrame | pl.LazyFrame, path: Path | str) -> Path:
             frame.write_parquet(tmp)
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
+        if path.exists() and filecmp.cmp(tmp, path, shallow=False):
+            return path  # same bytes: keep the old file, so its mtime still says "unchanged"
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

@@ -165,6 +165,14 @@ def _fires_window(p: Prepared, c: WindowCondition) -> pl.LazyFrame:
     )
     hit = (value > c.threshold) if c.strict else (value >= c.threshold)
     user = pl.col("canonical_user_id") if c.source == "user" else pl.lit(None, pl.String)
+    if c.account_also:
+        context = p.account.lazy().select(
+            "account_id",
+            "date",
+            _account_ok=_bounds_ok(c.account_also, c.window_days, ["account_id"]),
+        )
+        frame = frame.join(context, on=["account_id", "date"], how="left", maintain_order="left")
+        hit = hit & pl.col("_account_ok").fill_null(False)
     return frame.with_columns(signal_value=value, user_id=user).filter(
         hit & (days >= c.min_days) & _bounds_ok(c.also, c.window_days, over)
     )

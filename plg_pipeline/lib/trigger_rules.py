@@ -125,6 +125,9 @@ class WindowCondition(_Condition):
     strict: bool = False  # ">" instead of ">="
     min_days: int = Field(default=1, ge=1)
     also: list[Bound] = []
+    # source=user only: bounds on the user's account over the same window, so a user-level
+    # prompt can require account context (real team adoption, not one user's persistence).
+    account_also: list[Bound] = []
 
     @field_validator("metric")
     @classmethod
@@ -138,6 +141,15 @@ class WindowCondition(_Condition):
         user = info.data.get("source") == "user"
         for b in bounds:
             _check_metric(b.metric, USER_METRICS if user else ACCOUNT_METRICS)
+        return bounds
+
+    @field_validator("account_also")
+    @classmethod
+    def _account_also(cls, bounds: list[Bound], info: ValidationInfo) -> list[Bound]:
+        if bounds and info.data.get("source") != "user":
+            raise ValueError("account_also applies to source: user only (use also)")
+        for b in bounds:
+            _check_metric(b.metric, ACCOUNT_METRICS)
         return bounds
 
     def describe(self) -> str:
@@ -306,7 +318,8 @@ class ValueFirst(StrictModel):
     window_days: int = Field(default=28, ge=1)
     min_sessions_per_active_user: float = Field(default=12, gt=0)
     outcome_metrics: list[str] = ["exports", "shares", "integrations_connected"]
-    max_outcomes: float = Field(default=2, ge=0)
+    # per monthly active user: a team's outcomes grow with its size, a weak outcome does not
+    max_outcomes_per_active_user: float = Field(default=2, ge=0)
     response: str
 
     @field_validator("outcome_metrics")

@@ -101,7 +101,7 @@ def _plans_frame(plans: PlanCatalog) -> pl.LazyFrame:
 
 
 def _value_first(account: pl.DataFrame, cfg: ValueFirst) -> pl.LazyFrame:
-    """Heavy usage (sessions per active user) with weak outcome (exports, shares, integrations)."""
+    """Heavy usage with weak outcome (exports, shares, integrations), both per active user."""
     size = f"{cfg.window_days}d"
     sessions = pl.col("sessions").cast(pl.Float64).rolling_sum_by("date", size).over("account_id")
     outcome = pl.sum_horizontal(cfg.outcome_metrics).cast(pl.Float64).rolling_sum_by("date", size)
@@ -110,7 +110,10 @@ def _value_first(account: pl.DataFrame, cfg: ValueFirst) -> pl.LazyFrame:
         pl.col("date").alias("as_of_date"),
         (
             (sessions / pl.col("mau").clip(lower_bound=1) >= cfg.min_sessions_per_active_user)
-            & (outcome.over("account_id") <= cfg.max_outcomes)
+            & (
+                outcome.over("account_id") / pl.col("mau").clip(lower_bound=1)
+                <= cfg.max_outcomes_per_active_user
+            )
         ).alias("heavy_weak"),
     )
 

@@ -84,13 +84,17 @@ def publish(
         raise
     finally:
         con.unregister("_publish_frame")
-    return con.execute(f"select count(*) from {target}").fetchall()[0][0]
+    return row_count(con, table, schema)
 
 
 def read_table(con: duckdb.DuckDBPyConnection, table: str, schema: str = SCHEMA) -> pl.DataFrame:
     return pl.from_arrow(
         con.sql(f"select * from {_ident(schema)}.{_ident(table)}").to_arrow_table()
     )
+
+
+def row_count(con: duckdb.DuckDBPyConnection, table: str, schema: str = SCHEMA) -> int:
+    return con.execute(f"select count(*) from {_ident(schema)}.{_ident(table)}").fetchall()[0][0]
 
 
 def table_exists(con: duckdb.DuckDBPyConnection, table: str, schema: str = SCHEMA) -> bool:

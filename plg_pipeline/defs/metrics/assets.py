@@ -11,6 +11,7 @@ from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_as
 from plg_pipeline.defs.common import WAREHOUSE_POOL, owners
 from plg_pipeline.defs.metrics.project import dbt_project
 from plg_pipeline.defs.resources import PipelineSettings
+from plg_pipeline.lib import warehouse
 from plg_pipeline.lib.catalog import load_catalog
 
 
@@ -61,6 +62,23 @@ def dbt_vars(settings: PipelineSettings) -> dict[str, Any]:
 def metrics_dbt_models(
     context: dg.AssetExecutionContext, dbt: DbtCliResource, settings: PipelineSettings
 ):
-    """dbt build of the metric marts (staging views, marts tables, tests and unit tests)."""
+    """dbt build of the metric marts (staging views, marts tables, tests and unit tests).
+
+    Row counts are read here after dbt exits, from the run's own warehouse file: dagster-dbt's
+    fetch_row_counts uses relation names from the parse-time manifest, whose catalog is named
+    after whichever file was configured at parse time, and it would contend for the file lock.
+    """
     args = ["build", "--vars", json.dumps(dbt_vars(settings))]
-    yield from dbt.cli(args, context=context).stream().fetch_row_counts()
+    invocation = dbt.cli(args, context=context, raise_on_error=False)
+    events = list(invocation.stream())
+    with settings.warehouse() as con:
+        for event in events:
+            if isinstance(event, dg.Output | dg.AssetMaterialization):
+                key = event.asset_key if isinstance(event, dg.AssetMaterialization) else None
+                key = key or context.asset_key_for_output(event.output_name)
+                if warehouse.table_exists(con, key.path[-1], key.path[0]):
+                    rows = warehouse.row_count(con, key.path[-1], key.path[0])
+                    event = event.with_metadata({**event.metadata, "dagster/row_count": rows})
+            yield event
+    if not invocation.is_successful():
+        raise invocation.get_error()
