@@ -100,8 +100,40 @@ def _watch_progress(instance, run_id: str, total: int, done: threading.Event) ->
                 return
 
 
+def _config_problem(raw_dir: Path) -> str | None:
+    """Every business-rule file validated before the run: a bad file stops here in seconds,
+    naming file and key, instead of failing one step minutes into the run."""
+    from plg_pipeline.lib import activity, catalog, delivery, ingest, quality, scoring, signals
+    from plg_pipeline.lib.configfile import ConfigError
+    from plg_pipeline.lib.pipeline_config import pipeline_config
+    from plg_pipeline.lib.plans import load_plans
+    from plg_pipeline.lib.trigger_rules import load_triggers
+
+    loaders = (
+        pipeline_config,
+        catalog.load_catalog,
+        ingest.load_ingest_config,
+        activity.load_activity_config,
+        quality.load_quality_config,
+        scoring.load_scoring_config,
+        signals.load_signals_config,
+        delivery.load_destinations,
+        lambda: load_triggers(plans=load_plans(raw_dir)),
+    )
+    try:
+        for load in loaders:
+            load()
+    except ConfigError as exc:
+        return str(exc)
+    return None
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     _env_defaults(args.raw, args.warehouse)
+    problem = _config_problem(Path(os.environ["PLG_RAW_DIR"]))
+    if problem:
+        print(f"config error: {problem}", file=sys.stderr)
+        return 2
     from dagster._core.utils import make_new_run_id
 
     from plg_pipeline.manifest import ensure_dbt_manifest
@@ -240,6 +272,14 @@ def main(argv: list[str] | None = None) -> int:
     ui.add_argument("--warehouse")
     ui.add_argument("--port", type=int, default=3000)
     ui.set_defaults(func=cmd_ui)
+
+    from plg_pipeline.evaluate import add_parser as add_evaluate
+
+    add_evaluate(sub)
+
+    from plg_pipeline.bench import add_parser as add_bench_parser
+
+    add_bench_parser(sub)
 
     args = parser.parse_args(argv)
     return args.func(args)

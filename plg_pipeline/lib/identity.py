@@ -391,8 +391,12 @@ def attribute_events(
         .agg(_between_account=pl.col("account_id").min())
         .sort("valid_from")
     )
+    # Built from its own narrow projection, not from `ev`: a shared subplan would be cached
+    # whole, and a date filter on the result could then no longer reach the scan.
+    narrow = events.select("event_id", "user_id", "anonymous_id", "account_id", "event_time")
     resolved = (
-        ev.filter(between)
+        with_canonical(narrow, lookup, ["_first_from", "_last_from"])
+        .filter(between)
         .select("event_id", "canonical_user_id", "event_time")
         .unique("event_id")  # curated event ids are unique; never fan rows out if not
         .sort("event_time")

@@ -1,0 +1,339 @@
+"""`plg-pipeline bench`: time the pure lib stages on a generated world and check the targets.
+
+Stages use the lib functions as the Dagster assets do and exchange data the same way: ingest
+writes the lake's event partitions; identity, sessions and account_daily then run in one process
+(as `activity_tables` does), keeping attributed events in memory and writing their outputs. Each
+group runs in a fresh spawned child. A stage's time is read + compute + write; its peak memory is
+the RSS high-water mark (`VmHWM` in /proc/self/status, reset through /proc/self/clear_refs when
+the stage starts), so it includes what earlier stages still hold, as in the pipeline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import shutil
+import tempfile
+import time
+from datetime import date, timedelta
+from pathlib import Path
+
+import polars as pl
+
+from plg_pipeline.lib import activity, identity, ingest, lake
+from plg_pipeline.lib.catalog import load_catalog
+from plg_pipeline.lib.ingest_events import OBJECT_FIELDS, TEXT_FIELDS
+from plg_pipeline.lib.plans import load_plans
+from plg_pipeline.lib.sessions import sessionize
+
+TARGET_EVENTS, TARGET_SECONDS = 10_000_000, 60.0
+DUCKDB_FACTOR, PANDAS_FACTOR, INCREMENTAL_FACTOR = 3.0, 5.0, 2.0
+MEMORY_LIMIT = 6 * 1024**3
+MEMORY_GROWTH = 1.25
+"""The extra day's peak RSS at the end of history may exceed the one at day 31 by this factor."""
+FIRST_DAYS = 30
+BENCH_HASH_KEY = "plg-bench-hash-key-not-secret"
+STATE = "identity_state"
+ID_SCHEMA = {"event_id": pl.String}
+# What DuckDB parses for the floor: the fields ingestion reads, objects kept as JSON.
+DUCKDB_COLUMNS = {
+    **dict.fromkeys(TEXT_FIELDS, "VARCHAR"),
+    **dict.fromkeys(OBJECT_FIELDS, "JSON"),
+    "context": "STRUCT(groupId VARCHAR, ip VARCHAR)",
+}
+# Columns of attributed events that sessions, user_daily and account_daily read.
+ATTRIBUTED_COLUMNS = (
+    "event_id", "type", "event_name", "user_id", "anonymous_id", "canonical_user_id",
+    "account_id", "event_time", "event_date", "role", "feature", "tier", "limit_name",
+    "used", "allowed", "quantity",
+)  # fmt: skip
+
+
+# ---------------------------------------------------------------- memory
+
+
+def peak_rss() -> int:
+    """This process's RSS high-water mark in bytes (VmHWM; unlike ru_maxrss, exec resets it)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise OSError("no VmHWM in /proc/self/status")
+
+
+def reset_peak_rss() -> None:
+    Path("/proc/self/clear_refs").write_text("5")  # 5: reset the high-water mark to the RSS now
+
+
+def _timed(results: dict, name: str, fn, *args):
+    reset_peak_rss()
+    began = time.perf_counter()
+    value = fn(*args)
+    results[name] = {"seconds": time.perf_counter() - began, "peak_rss": peak_rss()}
+    return value
+
+
+# ---------------------------------------------------------------- stages
+
+
+def ingest_days(raw: Path, out: Path, days: list[date]) -> int:
+    """ingest_arrival_day per day, drop_seen against the lookback window; events to the lake."""
+    cfg, catalog = ingest.load_ingest_config(), load_catalog()
+    rows = 0
+    recent = {
+        d: lake.scan_partitions(out, "events", ID_SCHEMA, [d]).select("event_id").collect().lazy()
+        for d in (days[0] - timedelta(i) for i in range(1, cfg.dedup_lookback_days + 1))
+    }
+    for day in days:
+        got = ingest.ingest_arrival_day(
+            raw, day, catalog=catalog, hash_key=BENCH_HASH_KEY, config=cfg
+        )
+        start = day - timedelta(cfg.dedup_lookback_days)
+        recent = {d: ids for d, ids in recent.items() if d >= start}
+        earlier = pl.concat([pl.LazyFrame(schema=ID_SCHEMA), *recent.values()])
+        kept, _ = ingest.drop_seen(got.events, earlier)
+        lake.write_parquet(kept, lake.partition_path(out, "events", day))
+        recent[day] = kept.select("event_id").lazy()  # only the ids stay in memory
+        rows += got.stats["rows_in"]
+    return rows
+
+
+def stage_ingest(raw: Path, out: Path, days: list[date] | None = None) -> dict:
+    rows = ingest_days(raw, out, days or ingest.arrival_days(raw))
+    lake.write_parquet(ingest.ingest_billing(raw).frame, lake.table_path(out, "billing_events"))
+    return {"rows_in": rows}
+
+
+def _attributed(events: pl.LazyFrame, identity_map, members) -> pl.LazyFrame:
+    """Events with user and account, minus users without analytics consent (as activity_tables)."""
+    consent = identity.user_consent(events, identity_map)
+    opted_out = consent.filter(~pl.col("consent_analytics")).select("canonical_user_id")
+    return identity.attribute_events(events, identity_map, members).join(
+        opted_out, on="canonical_user_id", how="anti"
+    )
+
+
+def identity_stage(out: Path, days: list[date] | None) -> tuple[pl.DataFrame, pl.DataFrame]:
+    cfg = activity.load_activity_config()
+    events = lake.scan_partitions(out, "events", {}, days)
+    state, _ = identity.update_identity(None, events, cfg.identity)
+    state.save(out / STATE)
+    members = identity.memberships(events, state.identity_map).collect()
+    lake.write_parquet(members, lake.table_path(out, "account_memberships"))
+    attributed = _attributed(events, state.identity_map, members)
+    return attributed.select(ATTRIBUTED_COLUMNS).collect(), members
+
+
+def sessions_stage(out: Path, attributed: pl.DataFrame) -> pl.DataFrame:
+    sessions = sessionize(attributed.lazy(), activity.load_activity_config().sessions).collect()
+    lake.write_parquet(sessions, lake.table_path(out, "sessions"))
+    return sessions
+
+
+def account_daily_stage(
+    raw: Path, out: Path, attributed: pl.DataFrame, sessions: pl.DataFrame, members: pl.DataFrame
+) -> pl.DataFrame:
+    cfg, catalog, plans = activity.load_activity_config(), load_catalog(), load_plans(raw)
+    billing = pl.scan_parquet(lake.table_path(out, "billing_events"))
+    ev, sess, mem = attributed.lazy(), sessions.lazy(), members.lazy()
+    user_daily = activity.user_daily(ev, sess, mem, catalog, plans, cfg).collect()
+    lake.write_parquet(user_daily, lake.table_path(out, "user_daily"))
+    daily = activity.account_daily(ev, sess, mem, billing, catalog, plans, cfg)
+    lake.write_parquet(daily, lake.table_path(out, "account_daily"))
+    return daily
+
+
+def stage_downstream(raw: Path, out: Path, days: list[date] | None = None) -> dict:
+    """identity -> sessions -> account_daily in one process, each timed and measured."""
+    results: dict[str, dict] = {}
+    attributed, members = _timed(results, "identity", identity_stage, out, days)
+    sessions = _timed(results, "sessions", sessions_stage, out, attributed)
+    _timed(results, "account_daily", account_daily_stage, raw, out, attributed, sessions, members)
+    return {"stages": results}
+
+
+def stage_incremental(raw: Path, out: Path, day: date) -> dict:
+    """One more arrival day on the state in `out`: ingest, identity, account_daily updated."""
+    cfg, catalog, plans = activity.load_activity_config(), load_catalog(), load_plans(raw)
+    rows = ingest_days(raw, out, [day])
+    new_events = lake.scan_partitions(out, "events", {}, [day])
+    state = identity.IdentityState.load(out / STATE)
+    state, relabelled = identity.update_identity(state, new_events, cfg.identity)
+    state.save(out / STATE)
+    events = lake.scan_partitions(out, "events", {})
+    members = identity.memberships(events, state.identity_map).collect()
+    attributed = _attributed(events, state.identity_map, members)
+    dates = activity.affected_dates(new_events, relabelled, events)
+    existing = pl.read_parquet(lake.table_path(out, "account_daily"))
+    billing = pl.scan_parquet(lake.table_path(out, "billing_events"))
+    daily = activity.update_account_daily(
+        existing, dates, attributed, members.lazy(), billing, catalog, plans, cfg
+    )
+    lake.write_parquet(daily, lake.table_path(out, "account_daily"))
+    return {"rows_in": rows, "dates": len(dates)}
+
+
+def stage_prepare(raw: Path, lake_dir: Path, out: Path, days: list[date]) -> dict:
+    """The state after `days` (their events, identity, account_daily): an incremental's start."""
+    (out / "events").mkdir(parents=True)
+    for day in days:
+        src = lake.partition_path(lake_dir, "events", day)
+        shutil.copyfile(src, lake.partition_path(out, "events", day))
+    shutil.copyfile(
+        lake.table_path(lake_dir, "billing_events"), lake.table_path(out, "billing_events")
+    )
+    return stage_downstream(raw, out, days)
+
+
+def stage_duckdb(raw: Path) -> dict:
+    """The floor: DuckDB alone parsing every event file into a table."""
+    import duckdb
+
+    files = sorted(str(p) for p in (raw / "events").rglob("*.jsonl*"))
+    con = duckdb.connect()
+    con.execute("set threads = ?", [os.cpu_count() or 1]).fetchall()
+    con.execute("set enable_progress_bar = false").fetchall()
+    con.execute(
+        "create table ev as select * from read_json(?, format = 'newline_delimited', "
+        "ignore_errors = true, columns = ?)",
+        [files, DUCKDB_COLUMNS],
+    ).fetchall()
+    return {"rows": con.execute("select count(*) from ev").fetchall()[0][0]}
+
+
+def stage_pandas(raw: Path, days: list[date]) -> dict:
+    from plg_pipeline.bench_pandas import run_pandas
+
+    return {"rows_in": run_pandas(raw, days, BENCH_HASH_KEY)["rows_in"]}
+
+
+def _measured(fn, args) -> dict:
+    began = time.perf_counter()
+    result = fn(*args)
+    result["seconds"] = time.perf_counter() - began
+    result["peak_rss"] = peak_rss()
+    return result
+
+
+def in_child(fn, *args) -> dict:
+    """`fn(*args)` in a fresh spawned process: its result dict plus seconds and peak RSS."""
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        return pool.apply(_measured, (fn, args))
+
+
+# ---------------------------------------------------------------- report
+
+
+def _line(name: str, seconds: float, events: int, peak: int) -> str:
+    return f"{name:<30}{seconds:>9.2f} s{events / seconds:>13,.0f} ev/s{peak / 1024**2:>9,.0f} MiB"
+
+
+def _check(ok: bool, text: str) -> None:
+    print(f"  {'PASS' if ok else 'FAIL'} {text}")
+
+
+def _report(stages: dict, n: int, floor: dict, pandas: dict, pandas_days: int, incr: dict) -> None:
+    total = sum(s["seconds"] for s in stages.values())
+    peak = max(s["peak_rss"] for s in stages.values())
+    print(f"\n{'stage':<30}{'wall':>11}{'throughput':>18}{'peak RSS':>13}")
+    for name, s in stages.items():
+        print(_line(name, s["seconds"], n, s["peak_rss"]))
+    print(_line("end to end", total, n, peak))
+    print(_line("duckdb read_json (floor)", floor["seconds"], n, floor["peak_rss"]))
+    rows = pandas["rows_in"]
+    print(_line(f"pandas ({pandas_days} days)", pandas["seconds"], rows, pandas["peak_rss"]))
+    for label, s in incr.items():
+        print(_line(f"incremental {label}", s["seconds"], s["rows_in"], s["peak_rss"]))
+
+    rate, pandas_rate, need = n / total, rows / pandas["seconds"], TARGET_EVENTS / TARGET_SECONDS
+    print("\ntargets (pandas' rate is measured on its first days and extrapolated)")
+    _check(
+        rate >= need,
+        f"{TARGET_EVENTS:,} events in <= {TARGET_SECONDS:.0f} s: {rate:,.0f} ev/s "
+        f"(need {need:,.0f}) -> {TARGET_EVENTS / rate:.1f} s",
+    )
+    ratio = total / floor["seconds"]
+    _check(ratio <= DUCKDB_FACTOR, f"within {DUCKDB_FACTOR:.0f}x of DuckDB's parse: {ratio:.2f}x")
+    _check(
+        rate >= PANDAS_FACTOR * pandas_rate,
+        f">= {PANDAS_FACTOR:.0f}x faster than pandas: {rate / pandas_rate:.1f}x "
+        f"(pandas {pandas_rate:,.0f} ev/s on {rows:,} events)",
+    )
+    _check(
+        peak < MEMORY_LIMIT,
+        f"peak memory < {MEMORY_LIMIT / 1024**3:.0f} GiB: {peak / 1024**3:.2f} GiB",
+    )
+    for label, s in incr.items():
+        share = total * s["rows_in"] / n
+        _check(
+            s["seconds"] <= INCREMENTAL_FACTOR * share,
+            f"{label} <= {INCREMENTAL_FACTOR:.0f}x its share ({share:.2f} s): "
+            f"{s['seconds'] / share:.2f}x",
+        )
+    (first, at_first), (end, at_end) = ((k, s["peak_rss"]) for k, s in incr.items())
+    _check(
+        at_end <= MEMORY_GROWTH * at_first,
+        f"extra-day memory flat with history: {at_first / 1024**2:,.0f} MiB ({first}), "
+        f"{at_end / 1024**2:,.0f} MiB ({end})",
+    )
+
+
+def _pandas_days(days: list[date], lake_dir: Path, budget: int) -> list[date]:
+    """The first arrival days holding about `budget` events: pandas' subsample."""
+    chosen, rows = [], 0
+    for day in days:
+        if chosen and rows >= budget:
+            break
+        chosen.append(day)
+        partition = pl.scan_parquet(lake.partition_path(lake_dir, "events", day))
+        rows += partition.select(pl.len()).collect().item()
+    return chosen
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    from plg_pipeline.lib.generator import accounts_for_events, generate
+
+    if args.days <= FIRST_DAYS + 1:
+        print(f"--days must be more than {FIRST_DAYS + 1} for the incremental figures")
+        return 2
+    work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="plg-bench-"))
+    raw, lake_dir = work / "raw", work / "lake"
+    shutil.rmtree(lake_dir, ignore_errors=True)
+    accounts = accounts_for_events(args.events, args.days)
+    print(f"work dir {work}: {args.events:,} events, {accounts} accounts, {args.days} days")
+    made = generate(raw, accounts=accounts, days=args.days, seed=args.seed, fmt="jsonl.gz")
+    print(f"generated {made.events:,} lines in {made.files} jsonl.gz files ({made.seconds:.1f} s)")
+    days = ingest.arrival_days(raw)
+
+    ingested = in_child(stage_ingest, raw, lake_dir)
+    stages = {"ingest": ingested, **in_child(stage_downstream, raw, lake_dir)["stages"]}
+    floor = in_child(stage_duckdb, raw)
+    incr = {}
+    last = args.days - 1  # the world's last day, not the trickle of late arrivals after it
+    for upto in (FIRST_DAYS, last):
+        state = work / f"state_{upto}"
+        shutil.rmtree(state, ignore_errors=True)
+        in_child(stage_prepare, raw, lake_dir, state, days[:upto])
+        incr[f"day {upto + 1} after {upto}"] = in_child(stage_incremental, raw, state, days[upto])
+    subsample = _pandas_days(days, lake_dir, args.pandas_events)
+    pandas = in_child(stage_pandas, raw, subsample)
+    _report(stages, ingested["rows_in"], floor, pandas, len(subsample), incr)
+    if not args.work:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    bench = subparsers.add_parser("bench", help="time the pipeline stages on a generated world")
+    bench.add_argument("--events", type=int, default=1_000_000)
+    bench.add_argument("--days", type=int, default=60, help=f"more than {FIRST_DAYS + 1}")
+    bench.add_argument("--seed", type=int, default=7)
+    bench.add_argument("--work", help="keep the world and the lake here (default: a temp dir)")
+    bench.add_argument(
+        "--pandas-events",
+        type=int,
+        default=200_000,
+        help="events the pandas baseline runs on (its first days); its rate is extrapolated",
+    )
+    bench.set_defaults(func=run_bench)
+    return bench

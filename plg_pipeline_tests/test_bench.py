@@ -1,0 +1,71 @@
+"""The benchmark: it runs end to end on a tiny world, and its pandas baseline computes the same."""
+
+from __future__ import annotations
+
+import polars as pl
+import pytest
+from polars.testing import assert_frame_equal
+
+from plg_pipeline import bench
+from plg_pipeline.bench_pandas import COMPARED, run_pandas
+from plg_pipeline.cli import main
+from plg_pipeline.lib import ingest, lake
+from plg_pipeline.lib.generator import accounts_for_events, generate
+
+EVENTS, DAYS = 20_000, 33
+
+
+def test_bench_prints_every_figure(tmp_path, capsys):
+    code = main(
+        [
+            "bench",
+            f"--events={EVENTS}",
+            f"--days={DAYS}",
+            f"--work={tmp_path}",
+            "--pandas-events=4000",
+        ]
+    )
+    out = capsys.readouterr().out
+    assert code == 0, out
+    figures = [
+        "ingest",
+        "identity",
+        "sessions",
+        "account_daily",
+        "end to end",
+        "duckdb read_json (floor)",
+        "pandas (",
+        "incremental day 31 after 30",
+        f"incremental day {DAYS} after {DAYS - 1}",
+    ]
+    rows = {line.split("  ")[0] for line in out.splitlines() if " ev/s" in line}
+    for name in figures:
+        assert any(r.startswith(name) for r in rows), (name, out)
+    verdicts = [line.split()[0] for line in out.splitlines() if line.startswith("  ")]
+    assert len(verdicts) == 7 and set(verdicts) <= {"PASS", "FAIL"}, out
+    # the lake the stages wrote has every arrival day and a full account_daily
+    days = ingest.arrival_days(tmp_path / "raw")
+    assert len(days) >= DAYS
+    assert len(lake.partition_files(tmp_path / "lake", "events")) == len(days)
+    assert pl.read_parquet(lake.table_path(tmp_path / "lake", "account_daily")).height > 0
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    raw = tmp_path_factory.mktemp("world")
+    generate(raw, accounts=accounts_for_events(EVENTS, 35), days=35, seed=3, fmt="jsonl.gz")
+    return raw
+
+
+def test_pandas_baseline_counts_what_polars_counts(world, tmp_path):
+    """Same account_daily counts from both paths, so the speed ratio compares like with like."""
+    lake_dir = tmp_path / "lake"
+    rows = bench.stage_ingest(world, lake_dir)["rows_in"]
+    bench.stage_downstream(world, lake_dir)
+    ours = pl.read_parquet(lake.table_path(lake_dir, "account_daily")).select(COMPARED)
+
+    theirs = run_pandas(world, ingest.arrival_days(world), bench.BENCH_HASH_KEY)
+    assert theirs["rows_in"] == rows
+    pandas_daily = pl.from_pandas(theirs["account_daily"]).cast(ours.schema)
+    assert ours["events"].sum() > 10_000 and ours["sessions"].sum() > 0
+    assert_frame_equal(pandas_daily, ours)
