@@ -8,6 +8,7 @@ from plg_pipeline.defs import (
     identity,
     ingest,
     metrics,
+    ops,
     privacy,
     scoring,
     triggers,
@@ -25,10 +26,13 @@ settings = PipelineSettings(
 defs = dg.Definitions.merge(
     *(
         stage.defs
-        for stage in (ingest, identity, privacy, activity, metrics, scoring, triggers, actions)
+        for stage in (ingest, identity, privacy, activity, metrics, scoring, triggers, actions, ops)
     ),
     dg.Definitions(
         jobs=[pipeline_job],
+        # steps of a run share one process: most of them hold the warehouse pool anyway, and
+        # a process per step costs ~3 s of imports each on two cores (event-to-action latency)
+        executor=dg.in_process_executor,
         resources={"settings": settings, "io_manager": LakehouseIOManager(settings=settings)},
     ),
 )

@@ -164,3 +164,21 @@ class JsonScrubber:
             if found:
                 rest = rest.str.replace_many(found, [rewrite(m) for m in found], leftmost=True)
         return texts.clone().scatter(hits, sub.scatter(flat, rest))
+
+
+_IPV4_IN_TEXT = r"\b(\d{1,3}\.\d{1,3}\.\d{1,3})\.\d{1,3}\b"
+
+
+def scrub_raw_text(texts: pl.Series, key: str, drop_keys: Iterable[str]) -> pl.Series:
+    """Rejected lines keep their text for whoever fixes the file, but no person in it: emails
+    become their HMAC, IPv4 addresses their /24, name-like JSON pairs go. Regex only, because a
+    quarantined line need not parse."""
+    scrubber = JsonScrubber(key, (), drop_keys)
+    for pattern in scrubber._drop_pairs:
+        texts = texts.str.replace_all(pattern, "")
+    found = texts.str.extract_all(EMAIL_IN_TEXT).explode().drop_nulls().unique().to_list()
+    if found:
+        texts = texts.str.replace_many(
+            found, [scrubber.hash_email(m) for m in found], leftmost=True
+        )
+    return texts.str.replace_all(_IPV4_IN_TEXT, "${1}.0/24")

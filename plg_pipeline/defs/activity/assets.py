@@ -8,6 +8,8 @@ import dagster as dg
 import polars as pl
 
 from plg_pipeline.defs.common import RETRY, WAREHOUSE_POOL, marts, owners
+from plg_pipeline.defs.ops.automation import AFTER_ARRIVAL
+from plg_pipeline.defs.ops.freshness import sla_freshness
 from plg_pipeline.defs.resources import PipelineSettings
 from plg_pipeline.lib import activity, identity, lake, quality
 from plg_pipeline.lib.catalog import load_catalog
@@ -24,7 +26,13 @@ CHECKS = {
 
 
 def _out(name: str, description: str) -> dg.AssetOut:
-    return dg.AssetOut(key=marts(name), description=description, owners=owners("activity"))
+    return dg.AssetOut(
+        key=marts(name),
+        description=description,
+        owners=owners("activity"),
+        automation_condition=AFTER_ARRIVAL,
+        freshness_policy=sla_freshness("activity"),
+    )
 
 
 @dg.multi_asset(

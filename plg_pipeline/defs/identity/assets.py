@@ -4,6 +4,8 @@ import dagster as dg
 import polars as pl
 
 from plg_pipeline.defs.common import RETRY, WAREHOUSE_POOL, marts, owners
+from plg_pipeline.defs.ops.automation import AFTER_ARRIVAL
+from plg_pipeline.defs.ops.freshness import sla_freshness
 from plg_pipeline.defs.resources import PipelineSettings
 from plg_pipeline.lib import identity, lake
 from plg_pipeline.lib.activity import load_activity_config
@@ -18,7 +20,13 @@ def identity_state_dir(settings: PipelineSettings):
 
 
 def _out(name: str, description: str) -> dg.AssetOut:
-    return dg.AssetOut(key=marts(name), description=description, owners=owners("identity"))
+    return dg.AssetOut(
+        key=marts(name),
+        description=description,
+        owners=owners("identity"),
+        automation_condition=AFTER_ARRIVAL,
+        freshness_policy=sla_freshness("identity"),
+    )
 
 
 @dg.multi_asset(

@@ -7,14 +7,23 @@ import polars as pl
 
 from plg_pipeline.defs.common import RETRY, WAREHOUSE_POOL, lake_key, marts, owners
 from plg_pipeline.defs.io_manager import frame_metadata
+from plg_pipeline.defs.ops.automation import AFTER_ARRIVAL
+from plg_pipeline.defs.ops.freshness import sla_freshness
 from plg_pipeline.defs.partitions import arrival_days
 from plg_pipeline.defs.resources import PipelineSettings
-from plg_pipeline.lib import ingest, lake
+from plg_pipeline.lib import ingest, lake, warehouse
 from plg_pipeline.lib.catalog import load_catalog
+from plg_pipeline.lib.pii import scrub_raw_text
 
 LOOKBACK_DAYS = ingest.load_ingest_config().dedup_lookback_days
 ERASED_ID_HASHES = "erased_id_hashes"
 """Lake table of HMACs of every erased id: re-processing old raw files must not bring them back."""
+
+
+def _scrub_quarantine(frame: pl.DataFrame, settings: PipelineSettings) -> pl.DataFrame:
+    """Quarantine keeps rejected text, but never a person's email, name or full IP."""
+    drop_keys = load_catalog(settings.config).drop_keys
+    return frame.with_columns(raw=scrub_raw_text(frame["raw"], settings.hash_key, drop_keys))
 
 
 def load_erased_id_hashes(settings: PipelineSettings) -> frozenset[str]:
@@ -78,7 +87,7 @@ def events_validated(context: dg.AssetExecutionContext, settings: PipelineSettin
             config=cfg,
             erased_id_hashes=erased,
         )
-        events[key], quarantine[key] = day.events, day.quarantine
+        events[key], quarantine[key] = day.events, _scrub_quarantine(day.quarantine, settings)
         stats[key] = pl.DataFrame([{"arrival_date": date.fromisoformat(key), **day.stats}])
         context.log.info(f"{key}: {day.stats}")
     return events, quarantine, stats
@@ -102,6 +111,7 @@ def events_validated(context: dg.AssetExecutionContext, settings: PipelineSettin
     group_name="ingest",
     owners=owners("ingest"),
     retry_policy=RETRY,
+    freshness_policy=sla_freshness("events"),
     check_specs=[
         dg.AssetCheckSpec(
             "events_rows_are_accounted_for",
@@ -113,6 +123,7 @@ def events_validated(context: dg.AssetExecutionContext, settings: PipelineSettin
 )
 def events(
     context: dg.AssetExecutionContext,
+    settings: PipelineSettings,
     validated: pl.LazyFrame,
     stats: pl.LazyFrame,
     quarantine: pl.LazyFrame,
@@ -149,6 +160,7 @@ def events(
                 "erased": row.get("erased", 0),
             }
         )
+    repaired = _drop_retries_from_later_days(context, settings)
     table = pl.DataFrame(ledger)
     balanced = table.with_columns(
         ok=pl.col("rows_in")
@@ -160,7 +172,13 @@ def events(
     )
     unbalanced = balanced.filter(~pl.col("ok"))["arrival_date"].to_list()
     totals = {c: int(table[c].sum()) for c in table.columns if c != "arrival_date"}
-    yield dg.Output(frames, metadata={**{k: dg.MetadataValue.int(v) for k, v in totals.items()}})
+    yield dg.Output(
+        frames,
+        metadata={
+            **{k: dg.MetadataValue.int(v) for k, v in totals.items()},
+            "later_days_repaired": dg.MetadataValue.json(repaired),
+        },
+    )
     yield dg.AssetCheckResult(
         check_name="events_rows_are_accounted_for",
         passed=not unbalanced,
@@ -172,17 +190,48 @@ def events(
     )
 
 
+def _drop_retries_from_later_days(
+    context: dg.AssetExecutionContext, settings: PipelineSettings
+) -> list[str]:
+    """A later arrival day already published (by a run launched in parallel, or out of order)
+    may hold a retry of a message that arrived on one of these days: drop it there too, so the
+    earliest arrival wins whatever order the partitions ran in. Runs under the warehouse pool."""
+    done = set(context.partition_keys)
+    first = min(date.fromisoformat(k) for k in done)
+    last = max(date.fromisoformat(k) for k in done)
+    repaired = []
+    for offset in range(1, (last - first).days + LOOKBACK_DAYS + 1):
+        later = first + timedelta(days=offset)
+        path = lake.partition_path(settings.lake, "events", later)
+        if later.isoformat() in done or not path.exists():
+            continue
+        window = [later - timedelta(days=i) for i in range(1, LOOKBACK_DAYS + 1)]
+        files = lake.partition_files(settings.lake, "events_validated", window)
+        if not files:
+            continue
+        kept, dropped = ingest.drop_seen(pl.read_parquet(path), pl.scan_parquet(files))
+        if dropped:
+            lake.write_parquet(kept, path)
+            with settings.warehouse() as con:
+                warehouse.publish(con, "events", kept, replace_where=("arrival_date", later))
+            repaired.append(later.isoformat())
+            context.log.info(f"{later}: dropped {dropped} retries of messages that arrived earlier")
+    return repaired
+
+
 @dg.multi_asset(
     outs={
         "billing_events": dg.AssetOut(
             key=marts("billing_events"),
             description="Validated subscription change log, one row per event_id, in time order.",
             owners=owners("ingest"),
+            freshness_policy=sla_freshness("billing_crm"),
         ),
         "accounts": dg.AssetOut(
             key=marts("accounts"),
             description="CRM accounts (owner email replaced by its keyed hash).",
             owners=owners("ingest"),
+            freshness_policy=sla_freshness("billing_crm"),
         ),
         "deletion_requests": dg.AssetOut(
             key=lake_key("deletion_requests"),
@@ -210,7 +259,7 @@ def reference_tables(context: dg.AssetExecutionContext, settings: PipelineSettin
     quarantine = pl.concat(
         [billing.quarantine, crm.quarantine, privacy.quarantine], how="diagonal_relaxed"
     )
-    return billing.frame, crm.frame, privacy.frame, quarantine
+    return billing.frame, crm.frame, privacy.frame, _scrub_quarantine(quarantine, settings)
 
 
 @dg.asset(
@@ -223,6 +272,7 @@ def reference_tables(context: dg.AssetExecutionContext, settings: PipelineSettin
     group_name="ingest",
     owners=owners("ingest"),
     retry_policy=RETRY,
+    automation_condition=AFTER_ARRIVAL,
 )
 def quarantined_events(event_quarantine: pl.LazyFrame, table_quarantine: pl.LazyFrame) -> dg.Output:
     """Every rejected input row with its reason, for the on-call engineer fixing a raw file."""

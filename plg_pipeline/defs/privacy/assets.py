@@ -9,6 +9,7 @@ from plg_pipeline.defs.common import RETRY, WAREHOUSE_POOL, lake_key, marts, own
 from plg_pipeline.defs.identity.assets import SEEN, identity_state_dir
 from plg_pipeline.defs.ingest.assets import ERASED_ID_HASHES
 from plg_pipeline.defs.io_manager import frame_metadata
+from plg_pipeline.defs.ops.automation import AFTER_ARRIVAL
 from plg_pipeline.defs.resources import PipelineSettings
 from plg_pipeline.lib import lake, privacy, warehouse
 from plg_pipeline.lib.activity import load_activity_config
@@ -51,6 +52,7 @@ def _erase_partitions(settings, table, spec, targets, log_parts, erased_at) -> l
     deps=[marts("account_memberships"), marts("user_consent"), marts("quarantined_events")],
     group_name="privacy",
     owners=owners("privacy"),
+    automation_condition=AFTER_ARRIVAL,
     pool=WAREHOUSE_POOL,
     retry_policy=RETRY,
 )

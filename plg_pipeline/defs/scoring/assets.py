@@ -5,12 +5,18 @@ import polars as pl
 
 from plg_pipeline.defs.common import RETRY, WAREHOUSE_POOL, marts, owners
 from plg_pipeline.defs.io_manager import frame_metadata
+from plg_pipeline.defs.ops.automation import AFTER_ARRIVAL
+from plg_pipeline.defs.ops.freshness import sla_freshness
 from plg_pipeline.defs.resources import PipelineSettings
 from plg_pipeline.lib import outcomes, scoring, signals
 from plg_pipeline.lib.plans import load_plans
 
 COMMON = dict(
-    group_name="scoring", owners=owners("scoring"), pool=WAREHOUSE_POOL, retry_policy=RETRY
+    group_name="scoring",
+    owners=owners("scoring"),
+    pool=WAREHOUSE_POOL,
+    retry_policy=RETRY,
+    freshness_policy=sla_freshness("scoring"),
 )
 
 
@@ -45,7 +51,10 @@ def signal_lift(
 
 
 @dg.asset(
-    key=marts("pql_scores"), ins={"account_daily": dg.AssetIn(marts("account_daily"))}, **COMMON
+    key=marts("pql_scores"),
+    ins={"account_daily": dg.AssetIn(marts("account_daily"))},
+    automation_condition=AFTER_ARRIVAL,
+    **COMMON,
 )
 def pql_scores(settings: PipelineSettings, account_daily: pl.LazyFrame) -> dg.Output:
     """PQL score 0-100 per account and day from seven weighted components, with its tier and why."""
@@ -70,7 +79,12 @@ def pql_scores(settings: PipelineSettings, account_daily: pl.LazyFrame) -> dg.Ou
     )
 
 
-@dg.asset(key=marts("tier_transitions"), ins={"scores": dg.AssetIn(marts("pql_scores"))}, **COMMON)
+@dg.asset(
+    key=marts("tier_transitions"),
+    ins={"scores": dg.AssetIn(marts("pql_scores"))},
+    automation_condition=AFTER_ARRIVAL,
+    **COMMON,
+)
 def tier_transitions(scores: pl.LazyFrame) -> pl.DataFrame:
     """Days an account entered or left medium/high: downstream tools act on changes, not snapshots."""
     return scoring.tier_transitions(scores.collect())

@@ -5,6 +5,8 @@ import polars as pl
 
 from plg_pipeline.defs.common import RETRY, WAREHOUSE_POOL, marts, owners
 from plg_pipeline.defs.io_manager import frame_metadata
+from plg_pipeline.defs.ops.automation import AFTER_ARRIVAL
+from plg_pipeline.defs.ops.freshness import sla_freshness
 from plg_pipeline.defs.resources import PipelineSettings
 from plg_pipeline.lib import backtest, outcomes
 from plg_pipeline.lib.configfile import config_path
@@ -26,7 +28,12 @@ INPUTS = {
     )
 }
 COMMON = dict(
-    group_name="triggers", owners=owners("triggers"), pool=WAREHOUSE_POOL, retry_policy=RETRY
+    group_name="triggers",
+    owners=owners("triggers"),
+    pool=WAREHOUSE_POOL,
+    retry_policy=RETRY,
+    automation_condition=AFTER_ARRIVAL,
+    freshness_policy=sla_freshness("triggers"),
 )
 
 
