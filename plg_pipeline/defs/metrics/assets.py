@@ -8,7 +8,7 @@ from typing import Any
 import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
 
-from plg_pipeline.defs.common import RETRY, WAREHOUSE_POOL, owners
+from plg_pipeline.defs.common import WAREHOUSE_POOL, owners
 from plg_pipeline.defs.metrics.project import dbt_project
 from plg_pipeline.defs.resources import PipelineSettings
 from plg_pipeline.lib import warehouse
@@ -58,7 +58,8 @@ def dbt_vars(settings: PipelineSettings) -> dict[str, Any]:
     project=dbt_project,
     dagster_dbt_translator=MetricsTranslator(),
     pool=WAREHOUSE_POOL,
-    retry_policy=RETRY,
+    # no step retry: a failed dbt test would fail again; a held file lock is retried by the
+    # profile's connect_attempts instead
 )
 def metrics_dbt_models(
     context: dg.AssetExecutionContext, dbt: DbtCliResource, settings: PipelineSettings
