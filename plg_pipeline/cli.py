@@ -167,6 +167,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     watcher.start()
     try:
         result = job.execute_in_process(
+            # the progress bar and summary speak for the run; step logs stay in the instance
+            run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
             instance=instance,
             run_id=run_id,
             raise_on_error=False,
@@ -243,6 +245,10 @@ def cmd_ui(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import warnings
+
+    # beta/preview notices are for us, not for someone running the pipeline
+    warnings.filterwarnings("ignore", message=r".*(beta|preview|superseded).*")
     parser = argparse.ArgumentParser(prog="plg-pipeline", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 

@@ -40,6 +40,7 @@ class FreshnessWindow(StrictModel):
 class Cadence(StrictModel):
     raw_arrival_sensor_seconds: int = Field(ge=1)
     automation_sensor_seconds: int = Field(ge=1)
+    action_sensor_seconds: int = Field(ge=1)
     daily_refresh_cron: str
 
     @model_validator(mode="after")

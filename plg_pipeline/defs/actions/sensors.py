@@ -6,6 +6,7 @@ import dagster as dg
 
 from plg_pipeline.defs.actions.assets import TRIGGER_CANDIDATES
 from plg_pipeline.defs.actions.jobs import action_job
+from plg_pipeline.lib.slas import slas
 
 
 def _check_blocks(instance: dg.DagsterInstance, check_key: dg.AssetCheckKey) -> str | None:
@@ -51,7 +52,9 @@ def blocking_reasons(
 
 
 @dg.sensor(
-    job=action_job, minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING
+    job=action_job,
+    minimum_interval_seconds=slas().cadence.action_sensor_seconds,
+    default_status=dg.DefaultSensorStatus.RUNNING,
 )
 def action_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
     """One action_job run per new trigger_candidates materialization that passed its checks.
