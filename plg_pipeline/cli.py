@@ -230,6 +230,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def cmd_ui(args: argparse.Namespace) -> int:
     _env_defaults(args.raw, args.warehouse)
     _instance()
+    # dagster dev parses the dbt project with plain `dbt`: the venv's must be found unactivated
+    os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     cmd = [
         "dagster",
         "dev",
