@@ -13,7 +13,7 @@ import yaml
 from plg_pipeline.lib.configfile import ConfigError, config_path
 from plg_pipeline.lib.plans import load_plans
 from plg_pipeline.lib.trigger_conditions import TriggerInputs
-from plg_pipeline.lib.trigger_rules import ACCOUNT_METRICS, load_triggers
+from plg_pipeline.lib.trigger_rules import ACCOUNT_METRICS, USER_METRICS, load_triggers
 from plg_pipeline.lib.triggers import TRIGGER_SCHEMA, evaluate_triggers
 
 START = date(2026, 1, 1)
@@ -24,24 +24,7 @@ ACCOUNT_INTS = sorted(
     - {"seat_utilisation", "max_limit_utilisation", "api_calls", "storage_gb", "session_seconds"}
     - {"overage_usd", "activated_share"}
 )
-USER_INTS = [
-    "events",
-    "sessions",
-    "features_used",
-    "premium_features_used",
-    "gated_feature_views",
-    "limit_hits",
-    "invites_sent",
-    "invites_accepted",
-    "exports",
-    "shares",
-    "integrations_connected",
-    "admin_page_views",
-    "pricing_page_views",
-    "prompt_views",
-    "prompt_clicks",
-    "prompt_dismissals",
-]
+USER_INTS = sorted(USER_METRICS - {"session_seconds"})
 
 
 def day(n: int) -> date:
