@@ -23,22 +23,12 @@ from plg_pipeline.lib.catalog import load_catalog
 from plg_pipeline.lib.configfile import ConfigError
 from plg_pipeline.lib.identity import attribute_events, memberships, update_identity
 from plg_pipeline.lib.plans import load_plans
+from plg_pipeline.lib.schemas import BILLING_SCHEMA
 from plg_pipeline.lib.sessions import sessionize
 from plg_pipeline_tests.test_identity import make_events
 
 CAT, PLANS, CFG = load_catalog(), load_plans(), ActivityConfig()
 D0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
-BILLING_SCHEMA = {
-    "event_id": pl.String,
-    "account_id": pl.String,
-    "occurred_at": pl.Datetime("us", "UTC"),
-    "plan": pl.String,
-    "seats": pl.Int64,
-    "mrr": pl.Float64,
-    "status": pl.String,
-    "change": pl.String,
-    "overage_usd": pl.Float64,
-}
 
 
 def billing(rows: list[tuple]) -> pl.LazyFrame:

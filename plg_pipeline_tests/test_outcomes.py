@@ -7,18 +7,7 @@ from datetime import UTC, date, datetime
 import polars as pl
 
 from plg_pipeline.lib.outcomes import upgraded_within, upgrades
-
-BILLING_SCHEMA = {
-    "event_id": pl.String,
-    "account_id": pl.String,
-    "occurred_at": pl.Datetime("us", "UTC"),
-    "plan": pl.String,
-    "seats": pl.Int64,
-    "mrr": pl.Float64,
-    "status": pl.String,
-    "change": pl.String,
-    "overage_usd": pl.Float64,
-}
+from plg_pipeline.lib.schemas import BILLING_SCHEMA
 
 
 def billing(*rows: tuple[str, str, datetime, float, str]) -> pl.DataFrame:

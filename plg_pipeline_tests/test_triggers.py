@@ -12,6 +12,7 @@ import yaml
 
 from plg_pipeline.lib.configfile import ConfigError, config_path
 from plg_pipeline.lib.plans import load_plans
+from plg_pipeline.lib.schemas import BILLING_SCHEMA
 from plg_pipeline.lib.trigger_conditions import TriggerInputs
 from plg_pipeline.lib.trigger_rules import ACCOUNT_METRICS, USER_METRICS, load_triggers
 from plg_pipeline.lib.triggers import TRIGGER_SCHEMA, evaluate_triggers
@@ -168,17 +169,7 @@ class World:
             ),
             billing_events=pl.DataFrame(
                 self.billing,
-                schema={
-                    "event_id": pl.String,
-                    "account_id": pl.String,
-                    "occurred_at": pl.Datetime("us", "UTC"),
-                    "plan": pl.String,
-                    "seats": pl.Int64,
-                    "mrr": pl.Float64,
-                    "status": pl.String,
-                    "change": pl.String,
-                    "overage_usd": pl.Float64,
-                },
+                schema=BILLING_SCHEMA,
             ),
             accounts=pl.DataFrame(
                 {"account_id": list(self.accounts), "segment": ["smb"] * len(self.accounts)},
