@@ -7,9 +7,8 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 
-from plg_pipeline.defs.common import RETRY, WAREHOUSE_POOL, marts, owners
-from plg_pipeline.defs.ops.automation import AFTER_ARRIVAL
-from plg_pipeline.defs.ops.freshness import sla_freshness
+from plg_pipeline.defs.common import RETRY, WAREHOUSE_POOL, marts
+from plg_pipeline.defs.ops.automation import stage_out
 from plg_pipeline.defs.resources import PipelineSettings
 from plg_pipeline.lib import activity, identity, lake, quality
 from plg_pipeline.lib.catalog import load_catalog
@@ -25,22 +24,16 @@ CHECKS = {
 }
 
 
-def _out(name: str, description: str) -> dg.AssetOut:
-    return dg.AssetOut(
-        key=marts(name),
-        description=description,
-        owners=owners("activity"),
-        automation_condition=AFTER_ARRIVAL,
-        freshness_policy=sla_freshness("activity"),
-    )
-
-
 @dg.multi_asset(
     outs={
-        "sessions": _out("sessions", "Sessions per canonical user (inactivity gap from config)."),
-        "user_daily": _out("user_daily", "One row per user x account x day with any activity."),
-        "account_daily": _out(
-            "account_daily", "One row per account x day: usage, limits, seats, WAU/MAU."
+        "sessions": stage_out(
+            "activity", "sessions", "Sessions per canonical user (inactivity gap from config)."
+        ),
+        "user_daily": stage_out(
+            "activity", "user_daily", "One row per user x account x day with any activity."
+        ),
+        "account_daily": stage_out(
+            "activity", "account_daily", "One row per account x day: usage, limits, seats, WAU/MAU."
         ),
     },
     ins={

@@ -3,9 +3,8 @@
 import dagster as dg
 import polars as pl
 
-from plg_pipeline.defs.common import RETRY, WAREHOUSE_POOL, marts, owners
-from plg_pipeline.defs.ops.automation import AFTER_ARRIVAL
-from plg_pipeline.defs.ops.freshness import sla_freshness
+from plg_pipeline.defs.common import RETRY, WAREHOUSE_POOL, marts
+from plg_pipeline.defs.ops.automation import stage_out
 from plg_pipeline.defs.resources import PipelineSettings
 from plg_pipeline.lib import identity, lake
 from plg_pipeline.lib.activity import load_activity_config
@@ -19,27 +18,22 @@ def identity_state_dir(settings: PipelineSettings):
     return settings.lake / STATE_DIR
 
 
-def _out(name: str, description: str) -> dg.AssetOut:
-    return dg.AssetOut(
-        key=marts(name),
-        description=description,
-        owners=owners("identity"),
-        automation_condition=AFTER_ARRIVAL,
-        freshness_policy=sla_freshness("identity"),
-    )
-
-
 @dg.multi_asset(
     outs={
-        "identity_map": _out("identity_map", "One row per known id with its canonical user id."),
-        "identity_overmerge_audit": _out(
+        "identity_map": stage_out(
+            "identity", "identity_map", "One row per known id with its canonical user id."
+        ),
+        "identity_overmerge_audit": stage_out(
+            "identity",
             "identity_overmerge_audit",
             "Anonymous ids linked to too many users (shared devices, kiosks): not used to merge.",
         ),
-        "account_memberships": _out(
-            "account_memberships", "Users linked to accounts over time, with roles."
+        "account_memberships": stage_out(
+            "identity", "account_memberships", "Users linked to accounts over time, with roles."
         ),
-        "user_consent": _out("user_consent", "Each user's latest analytics consent."),
+        "user_consent": stage_out(
+            "identity", "user_consent", "Each user's latest analytics consent."
+        ),
     },
     deps=[marts("events")],
     group_name="identity",

@@ -2,6 +2,8 @@
 
 import dagster as dg
 
+from plg_pipeline.defs.common import marts, owners
+from plg_pipeline.defs.ops.freshness import sla_freshness
 from plg_pipeline.defs.ops.jobs import ARRIVAL_DAY_ASSETS
 from plg_pipeline.lib.slas import slas
 
@@ -22,3 +24,14 @@ downstream_automation_sensor = dg.AutomationConditionSensorDefinition(
     minimum_interval_seconds=slas().cadence.automation_sensor_seconds,
     description="Requests the downstream assets whose automation condition is true.",
 )
+
+
+def stage_out(stage: str, name: str, description: str) -> dg.AssetOut:
+    """A `marts/<name>` output that follows new arrival days, owned and SLA'd by its stage."""
+    return dg.AssetOut(
+        key=marts(name),
+        description=description,
+        owners=owners(stage),
+        automation_condition=AFTER_ARRIVAL,
+        freshness_policy=sla_freshness(stage),
+    )
