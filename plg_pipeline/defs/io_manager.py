@@ -52,22 +52,20 @@ class LakehouseIOManager(dg.ConfigurableIOManager):
         if context.has_asset_partitions:
             keys = context.asset_partition_keys
             frames = obj if isinstance(obj, dict) else {keys[0]: obj}
-            total = 0
-            for key in keys:
-                frame = _collect(frames[key])
+            collected = {key: _collect(frames[key]) for key in keys}
+            for key, frame in collected.items():
                 lake.write_parquet(frame, lake.partition_path(self.settings.lake, name, key))
-                if layer == "marts":
-                    with self.settings.warehouse() as con:
-                        warehouse.publish(
-                            con,
-                            name,
-                            frame,
-                            replace_where=(PARTITION_COLUMN, date.fromisoformat(key)),
-                        )
-                total += frame.height
-                last = frame
+            if layer == "marts":
+                with self.settings.warehouse() as con:  # one open for the whole range
+                    for key, frame in collected.items():
+                        where = (PARTITION_COLUMN, date.fromisoformat(key))
+                        warehouse.publish(con, name, frame, replace_where=where)
+            total = sum(frame.height for frame in collected.values())
             context.add_output_metadata(
-                {**frame_metadata(last), "dagster/row_count": dg.MetadataValue.int(total)}
+                {
+                    **frame_metadata(collected[keys[-1]]),
+                    "dagster/row_count": dg.MetadataValue.int(total),
+                }
             )
             return
         frame = _collect(obj)
