@@ -35,6 +35,7 @@ MEMORY_GROWTH = 1.25
 FIRST_DAYS = 30
 BENCH_HASH_KEY = "plg-bench-hash-key-not-secret"
 STATE = "identity_state"
+CANDIDATES = "activation_candidates"
 ID_SCHEMA = {"event_id": pl.String}
 # What DuckDB parses for the floor: the fields ingestion reads, objects kept as JSON.
 DUCKDB_COLUMNS = {
@@ -42,12 +43,6 @@ DUCKDB_COLUMNS = {
     **dict.fromkeys(OBJECT_FIELDS, "JSON"),
     "context": "STRUCT(groupId VARCHAR, ip VARCHAR)",
 }
-# Columns of attributed events that sessions, user_daily and account_daily read.
-ATTRIBUTED_COLUMNS = (
-    "event_id", "type", "event_name", "user_id", "anonymous_id", "canonical_user_id",
-    "account_id", "event_time", "event_date", "role", "feature", "tier", "limit_name",
-    "used", "allowed", "quantity",
-)  # fmt: skip
 
 
 # ---------------------------------------------------------------- memory
@@ -77,17 +72,18 @@ def _timed(results: dict, name: str, fn, *args):
 
 
 def ingest_days(raw: Path, out: Path, days: list[date]) -> int:
-    """ingest_arrival_day per day, drop_seen against the lookback window; events to the lake."""
+    """ingest_arrival_days (days in parallel, as the asset), drop_seen against the lookback
+    window in day order; events to the lake."""
     cfg, catalog = ingest.load_ingest_config(), load_catalog()
     rows = 0
     recent = {
         d: lake.scan_partitions(out, "events", ID_SCHEMA, [d]).select("event_id").collect().lazy()
         for d in (days[0] - timedelta(i) for i in range(1, cfg.dedup_lookback_days + 1))
     }
-    for day in days:
-        got = ingest.ingest_arrival_day(
-            raw, day, catalog=catalog, hash_key=BENCH_HASH_KEY, config=cfg
-        )
+    arrivals = ingest.ingest_arrival_days(
+        raw, days, catalog=catalog, hash_key=BENCH_HASH_KEY, config=cfg
+    )
+    for day, got in arrivals:
         start = day - timedelta(cfg.dedup_lookback_days)
         recent = {d: ids for d, ids in recent.items() if d >= start}
         earlier = pl.concat([pl.LazyFrame(schema=ID_SCHEMA), *recent.values()])
@@ -104,24 +100,36 @@ def stage_ingest(raw: Path, out: Path, days: list[date] | None = None) -> dict:
     return {"rows_in": rows}
 
 
-def _attributed(events: pl.LazyFrame, identity_map, members) -> pl.LazyFrame:
+def _attributed(events: pl.LazyFrame, identity_map, members, consent) -> pl.LazyFrame:
     """Events with user and account, minus users without analytics consent (as activity_tables)."""
-    consent = identity.user_consent(events, identity_map)
     opted_out = consent.filter(~pl.col("consent_analytics")).select("canonical_user_id")
     return identity.attribute_events(events, identity_map, members).join(
         opted_out, on="canonical_user_id", how="anti"
     )
 
 
-def identity_stage(out: Path, days: list[date] | None) -> tuple[pl.DataFrame, pl.DataFrame]:
+def _activations(candidates, identity_map, members, consent) -> pl.LazyFrame:
+    """First activations from the stored per-id candidates (as activity_tables)."""
+    attributed = _attributed(candidates.lazy(), identity_map, members, consent)
+    return activity.first_activations(attributed, load_catalog()).collect().lazy()
+
+
+def identity_stage(out: Path, days: list[date] | None) -> tuple[pl.DataFrame, ...]:
+    """identity_graph and activity_tables' attribution: identity, facts, candidates, members."""
     cfg = activity.load_activity_config()
     events = lake.scan_partitions(out, "events", {}, days)
     state, _ = identity.update_identity(None, events, cfg.identity)
+    facts = identity.IdentityFacts.of(events)
     state.save(out / STATE)
-    members = identity.memberships(events, state.identity_map).collect()
+    facts.save(out / STATE)
+    members = facts.memberships(state.identity_map).collect()
+    consent = facts.consent(state.identity_map).collect().lazy()
     lake.write_parquet(members, lake.table_path(out, "account_memberships"))
-    attributed = _attributed(events, state.identity_map, members)
-    return attributed.select(ATTRIBUTED_COLUMNS).collect(), members
+    candidates = activity.activation_candidates(events, load_catalog()).collect()
+    lake.write_parquet(candidates, lake.table_path(out, CANDIDATES))
+    activations = _activations(candidates, state.identity_map, members, consent)
+    attributed = _attributed(events, state.identity_map, members, consent)
+    return attributed.select(activity.ATTRIBUTED_COLUMNS).collect(), members, activations
 
 
 def sessions_stage(out: Path, attributed: pl.DataFrame) -> pl.DataFrame:
@@ -131,14 +139,23 @@ def sessions_stage(out: Path, attributed: pl.DataFrame) -> pl.DataFrame:
 
 
 def account_daily_stage(
-    raw: Path, out: Path, attributed: pl.DataFrame, sessions: pl.DataFrame, members: pl.DataFrame
+    raw: Path,
+    out: Path,
+    attributed: pl.DataFrame,
+    sessions: pl.DataFrame,
+    members: pl.DataFrame,
+    activations: pl.LazyFrame,
 ) -> pl.DataFrame:
     cfg, catalog, plans = activity.load_activity_config(), load_catalog(), load_plans(raw)
     billing = pl.scan_parquet(lake.table_path(out, "billing_events"))
     ev, sess, mem = attributed.lazy(), sessions.lazy(), members.lazy()
-    user_daily = activity.user_daily(ev, sess, mem, catalog, plans, cfg).collect()
+    user_daily = activity.user_daily(
+        ev, sess, mem, catalog, plans, cfg, activations=activations
+    ).collect()
     lake.write_parquet(user_daily, lake.table_path(out, "user_daily"))
-    daily = activity.account_daily(ev, sess, mem, billing, catalog, plans, cfg)
+    daily = activity.account_daily(
+        ev, sess, mem, billing, catalog, plans, cfg, activations=activations
+    )
     lake.write_parquet(daily, lake.table_path(out, "account_daily"))
     return daily
 
@@ -146,30 +163,54 @@ def account_daily_stage(
 def stage_downstream(raw: Path, out: Path, days: list[date] | None = None) -> dict:
     """identity -> sessions -> account_daily in one process, each timed and measured."""
     results: dict[str, dict] = {}
-    attributed, members = _timed(results, "identity", identity_stage, out, days)
+    attributed, members, activations = _timed(results, "identity", identity_stage, out, days)
     sessions = _timed(results, "sessions", sessions_stage, out, attributed)
-    _timed(results, "account_daily", account_daily_stage, raw, out, attributed, sessions, members)
+    _timed(
+        results, "account_daily", account_daily_stage, raw, out, attributed, sessions, members,
+        activations,
+    )  # fmt: skip
     return {"stages": results}
 
 
 def stage_incremental(raw: Path, out: Path, day: date) -> dict:
-    """One more arrival day on the state in `out`: ingest, identity, account_daily updated."""
+    """One more arrival day on the state in `out`, as the assets run it: ingest, identity and
+    its facts merged, activation candidates merged, the affected dates of sessions, user_daily
+    and account_daily rebuilt and spliced in."""
     cfg, catalog, plans = activity.load_activity_config(), load_catalog(), load_plans(raw)
     rows = ingest_days(raw, out, [day])
     new_events = lake.scan_partitions(out, "events", {}, [day])
     state = identity.IdentityState.load(out / STATE)
     state, relabelled = identity.update_identity(state, new_events, cfg.identity)
+    facts = identity.IdentityFacts.load(out / STATE).merge(identity.IdentityFacts.of(new_events))
     state.save(out / STATE)
+    facts.save(out / STATE)
+    members = facts.memberships(state.identity_map).collect()
+    consent = facts.consent(state.identity_map).collect().lazy()
+    lake.write_parquet(members, lake.table_path(out, "account_memberships"))
+    candidates = activity.activation_candidates(
+        pl.concat(
+            [
+                pl.scan_parquet(lake.table_path(out, CANDIDATES)),
+                new_events.select(activity.ACTIVATION_COLUMNS),
+            ]
+        ),
+        catalog,
+    ).collect()
+    lake.write_parquet(candidates, lake.table_path(out, CANDIDATES))
+    activations = _activations(candidates, state.identity_map, members, consent)
     events = lake.scan_partitions(out, "events", {})
-    members = identity.memberships(events, state.identity_map).collect()
-    attributed = _attributed(events, state.identity_map, members)
     dates = activity.affected_dates(new_events, relabelled, events)
-    existing = pl.read_parquet(lake.table_path(out, "account_daily"))
-    billing = pl.scan_parquet(lake.table_path(out, "billing_events"))
-    daily = activity.update_account_daily(
-        existing, dates, attributed, members.lazy(), billing, catalog, plans, cfg
+    recent = events.filter(pl.col("event_date") >= activity.first_date_read(dates))
+    attributed = _attributed(recent, state.identity_map, members, consent)
+    stored = activity.ActivityTables(
+        *(pl.read_parquet(lake.table_path(out, t)) for t in activity.ActivityTables._fields)
     )
-    lake.write_parquet(daily, lake.table_path(out, "account_daily"))
+    billing = pl.scan_parquet(lake.table_path(out, "billing_events"))
+    tables = activity.activity_tables(
+        attributed, members.lazy(), billing, catalog, plans, cfg, activations, stored, dates
+    )
+    for name, frame in tables._asdict().items():
+        lake.write_parquet(frame, lake.table_path(out, name))
     return {"rows_in": rows, "dates": len(dates)}
 
 

@@ -11,12 +11,16 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from plg_pipeline.lib.activity import (
+    ACTIVATION_COLUMNS,
     ActivityConfig,
+    ActivityTables,
     account_daily,
+    activation_candidates,
+    activity_tables,
     affected_dates,
+    first_activations,
     load_activity_config,
     recompute_range,
-    update_account_daily,
     user_daily,
 )
 from plg_pipeline.lib.catalog import load_catalog
@@ -53,6 +57,26 @@ def full_daily(rows: list[dict], bill: pl.LazyFrame | None = None) -> pl.DataFra
     return account_daily(
         attributed, sessions, members, bill if bill is not None else billing([]), CAT, PLANS, CFG
     )
+
+
+def full_tables(rows: list[dict], bill: pl.LazyFrame | None = None) -> ActivityTables:
+    attributed, _, members = pipeline(rows)
+    bill = bill if bill is not None else billing([])
+    return activity_tables(attributed, members, bill, CAT, PLANS, CFG)
+
+
+TABLE_KEYS = {
+    "sessions": ["session_id"],
+    "user_daily": ["canonical_user_id", "account_id", "date"],
+    "account_daily": ["account_id", "date"],
+}
+
+
+def assert_tables_equal(got: ActivityTables, want: ActivityTables) -> None:
+    for name, keys in TABLE_KEYS.items():
+        a, b = getattr(got, name), getattr(want, name)
+        assert a.height == b.height > 0, name
+        assert_frame_equal(a.sort(keys), b.sort(keys), check_exact=True)
 
 
 def day(n: int, hh: int = 9, mm: int = 0) -> datetime:
@@ -138,7 +162,7 @@ def random_rows(seed: int, n: int = 300, days: int = 60) -> list[dict]:
         rows.append(
             track(
                 user,
-                rng.choice(["Feature Used", "Invite Sent", "Report Exported"]),
+                rng.choice(["Feature Used", "Invite Sent", "Report Exported", "Project Created"]),
                 when,
                 acc,
                 feature="sso",
@@ -179,37 +203,50 @@ def test_rolling_windows_match_brute_force(seed):
 
 
 @pytest.mark.parametrize(("seed", "late_days"), [(4, [10, 11]), (5, [58]), (6, [0, 30])])
-def test_incremental_equals_full_after_late_events(seed, late_days):
+@pytest.mark.parametrize("stored_activations", [False, True])
+def test_incremental_equals_full_after_late_events(seed, late_days, stored_activations):
     rows = random_rows(seed)
     base = [r for r in rows if r["event_time"].date() < day(59).date()]
     late = [
         track(f"u{seed}", "Feature Used", day(d, 23, 50), "acc1", feature="sso") for d in late_days
     ]
-    late.append(
-        track("u99", "Feature Used", day(59), "acc9", feature="scim")
-    )  # a new account, last day grows
+    late.append(track("u99", "Project Created", day(59), "acc9"))  # a new account, last day grows
+    late.append(track("u1", "Project Created", day(late_days[0], 1), "acc2"))  # an earlier first
     bill = billing([("acc1", day(20), "business", 5, 175.0)])
-    existing = full_daily(base, bill)
+    existing = full_tables(base, bill)
 
     attributed, _, members = pipeline(base + late)
     new_events = make_events(late)
     dates = affected_dates(new_events)
     assert dates == sorted({r["event_time"].date() for r in late})
-    updated = update_account_daily(existing, dates, attributed, members, bill, CAT, PLANS, CFG)
-    full = full_daily(base + late, bill)
-    assert_frame_equal(updated, full)
-    assert updated["events"].sum() == len(base) + len(late)
+    activations = None
+    if stored_activations:
+        # what the activity asset keeps: each id's first activation, merged day by day
+        stored = activation_candidates(make_events(base), CAT).collect()
+        candidates = activation_candidates(
+            pl.concat([stored.lazy(), new_events.select(ACTIVATION_COLUMNS)]), CAT
+        )
+        state, _ = update_identity(None, make_events(base + late), CFG.identity)
+        activations = first_activations(
+            attribute_events(candidates, state.identity_map, members), CAT
+        )
+    updated = activity_tables(
+        attributed, members, bill, CAT, PLANS, CFG, activations, existing, dates
+    )
+    assert_tables_equal(updated, full_tables(base + late, bill))
+    assert updated.account_daily["events"].sum() == len(base) + len(late)
+    assert updated.account_daily["activations"].sum() > 0
 
 
 def test_late_billing_row_refreshes_plan_on_every_row():
     rows = random_rows(7)
-    attributed, sessions, members = pipeline(rows)
-    existing = account_daily(attributed, sessions, members, billing([]), CAT, PLANS, CFG)
+    attributed, _, members = pipeline(rows)
+    existing = full_tables(rows)
     bill = billing([("acc2", day(5), "enterprise", 40, 2400.0)])
-    updated = update_account_daily(
-        existing, [day(59).date()], attributed, members, bill, CAT, PLANS, CFG
+    updated = activity_tables(
+        attributed, members, bill, CAT, PLANS, CFG, stored=existing, dates=[day(59).date()]
     )
-    assert_frame_equal(updated, account_daily(attributed, sessions, members, bill, CAT, PLANS, CFG))
+    assert_tables_equal(updated, full_tables(rows, bill))
 
 
 def test_affected_dates_include_relabelled_history():
@@ -241,14 +278,16 @@ def test_late_events_without_new_dates_rebuild_only_their_windows():
         track("u3", "Report Exported", day(5, 23, 59), "acc1"),
         track("u77", "Feature Used", day(6, 0, 5), "acc1", feature="sso"),  # a new member of acc1
     ]
-    existing = full_daily(base)
+    existing = full_tables(base)
     attributed, _, members = pipeline(base + late)
     dates = affected_dates(make_events(late))
-    assert recompute_range(existing, dates, attributed, members, CFG) == (
+    # only the events from the first affected date on are needed to find the range
+    recent = attributed.filter(pl.col("event_date") >= dates[0])
+    assert recompute_range(existing.account_daily, dates, recent, members, CFG) == (
         day(5).date(),
         day(6 + 27).date(),
     )
-    updated = update_account_daily(
-        existing, dates, attributed, members, billing([]), CAT, PLANS, CFG
+    updated = activity_tables(
+        attributed, members, billing([]), CAT, PLANS, CFG, stored=existing, dates=dates
     )
-    assert_frame_equal(updated, full_daily(base + late))
+    assert_tables_equal(updated, full_tables(base + late))

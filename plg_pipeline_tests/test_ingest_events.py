@@ -19,6 +19,7 @@ from plg_pipeline.lib.ingest import (
     arrival_days,
     drop_seen,
     ingest_arrival_day,
+    ingest_arrival_days,
     load_ingest_config,
 )
 
@@ -430,6 +431,26 @@ def test_parquet_with_a_wrongly_typed_column(tmp_path):
     result = ingest(tmp_path)
     assert result.events["event_id"].to_list() == ["p2"]
     assert reasons(result) == {1: "wrong_type:userId"}
+
+
+def test_several_days_at_once_equal_one_day_at_a_time_in_order(tmp_path):
+    days = [date(2026, 3, d) for d in (12, 9, 10, 11)]  # the caller's order, not the calendar's
+    for n, day in enumerate(days):
+        rows = [line(event(f"{n}-{i}", timestamp=f"{day}T08:00:00Z")) for i in range(50 * n)]
+        write(tmp_path, "a.jsonl.gz", [*rows, "not json", line(event(f"{n}-0"))], day)
+    write(tmp_path, "b.jsonl", ['{"messageId":"m1"', line(event(1, userId="u9"))], days[1])
+    kwargs = {"catalog": load_catalog(), "hash_key": KEY, "config": IngestConfig()}
+    for workers in (1, 3):
+        got = list(ingest_arrival_days(tmp_path, iter(days), workers=workers, **kwargs))
+        assert [day for day, _ in got] == days
+        for day, result in got:
+            alone = ingest_arrival_day(tmp_path, day, **kwargs)
+            assert result.events.equals(alone.events)
+            assert result.quarantine.equals(alone.quarantine)
+            assert result.stats == alone.stats
+    assert list(ingest_arrival_days(tmp_path, [], **kwargs)) == []
+    with pytest.raises(ValueError, match="workers"):
+        list(ingest_arrival_days(tmp_path, days, workers=0, **kwargs))
 
 
 def test_arrival_days_lists_dt_folders_in_order(tmp_path):

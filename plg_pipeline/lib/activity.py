@@ -6,7 +6,7 @@ WAU / MAU count distinct users without exploding every user-day into 7 or 28 row
 day opens an interval that lasts until the window ends or the user's next active day, so the
 intervals of one user never overlap and the active count on any date is a running sum of
 +1 / -1 marks. Late events only change the dates they fall on and the windows covering them,
-which is what `update_account_daily` recomputes and splices in.
+which is what `activity_tables` recomputes and splices in.
 """
 
 from __future__ import annotations
@@ -14,13 +14,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import date, timedelta
 from pathlib import Path
+from typing import NamedTuple
 
 import polars as pl
 from pydantic import Field
 
 from plg_pipeline.lib.catalog import EventCatalog, Role
 from plg_pipeline.lib.configfile import StrictModel, config_path, load_config
-from plg_pipeline.lib.identity import IdentityConfig
+from plg_pipeline.lib.identity import IdentityConfig, identity_key, latest
 from plg_pipeline.lib.plans import LIMIT_NAMES, PlanCatalog
 from plg_pipeline.lib.sessions import SessionConfig, sessionize
 
@@ -159,7 +160,36 @@ def _activity_events(
     )
 
 
-def _first_activations(attributed: pl.LazyFrame, catalog: EventCatalog) -> pl.LazyFrame:
+ATTRIBUTED_COLUMNS = (
+    "event_id", "type", "event_name", "user_id", "anonymous_id", "canonical_user_id",
+    "account_id", "event_time", "event_date", "role", "feature", "tier", "limit_name",
+    "used", "allowed", "quantity",
+)  # fmt: skip
+"""The columns of attributed events that sessions, user_daily and account_daily read."""
+ACTIVATION_COLUMNS = (
+    "event_id", "type", "event_name", "user_id", "anonymous_id", "account_id", "event_time",
+    "event_date",
+)  # fmt: skip
+
+
+def activation_candidates(events: pl.LazyFrame, catalog: EventCatalog) -> pl.LazyFrame:
+    """Each id's earliest activation event, in ACTIVATION_COLUMNS.
+
+    A user's first activation is the earliest among their ids' earliest ones, so these few
+    rows stand in for the whole history: a new day merges in as
+    `activation_candidates(concat([stored, new_events]))`, and attributing them gives what
+    `first_activations` of all attributed events gives.
+    """
+    return latest(
+        events.filter(pl.col("event_name") == catalog.event("activation"))
+        .select(ACTIVATION_COLUMNS)
+        .with_columns(_id=identity_key()),
+        ["_id"],
+        first=True,
+    ).drop("_id")
+
+
+def first_activations(attributed: pl.LazyFrame, catalog: EventCatalog) -> pl.LazyFrame:
     """Each user's first activation event ever: its date and the account it counted for."""
     order = ("event_time", "event_id")
     return (
@@ -183,8 +213,15 @@ def user_daily(
     plans: PlanCatalog,
     cfg: ActivityConfig,
     dates: tuple[date, date] | None = None,
+    activations: pl.LazyFrame | None = None,
 ) -> pl.LazyFrame:
-    """One row per canonical user x account x date with any activity event."""
+    """One row per canonical user x account x date with any activity event.
+
+    `activations` (first_activations of all history) saves reading all events when only
+    `dates` are built.
+    """
+    if activations is None:
+        activations = first_activations(attributed, catalog)
     ev = _activity_events(attributed, catalog, plans, cfg, dates)
     keys = ["canonical_user_id", "account_id", "date"]
     ev = ev.rename({"event_date": "date"})
@@ -212,7 +249,7 @@ def user_daily(
     return (
         per_day.join(session_days, on=keys, how="left")
         .join(admins, on=["canonical_user_id", "account_id"], how="left")
-        .join(_first_activations(attributed, catalog), on="canonical_user_id", how="left")
+        .join(activations, on="canonical_user_id", how="left")
         .with_columns(
             pl.col("sessions").fill_null(0),
             pl.col("session_seconds").fill_null(0.0),
@@ -312,17 +349,22 @@ def account_daily(
     plans: PlanCatalog,
     cfg: ActivityConfig,
     dates: tuple[date, date] | None = None,
+    activations: pl.LazyFrame | None = None,
+    presence: pl.LazyFrame | None = None,
 ) -> pl.DataFrame:
     """account_daily: every account x date from its first event to the last date in the data.
 
-    With `dates` (first, last) only those dates are built; events are read from the first
-    date minus the MAU window so the rolling counts stay exact. max_limit_utilisation and
-    storage_gb stay null on days without a reading (no reading is not a zero).
+    With `dates` (first, last) only those dates are built. The rolling counts need who was
+    active in the MAU window before the first date: `presence` (user_daily's account, user and
+    date columns) gives it; without it those days' events are read again. `activations` is as
+    in user_daily. max_limit_utilisation and storage_gb stay null on days without a reading
+    (no reading is not a zero).
     """
     members = account_memberships.lazy()
+    if activations is None:
+        activations = first_activations(attributed, catalog)
     last = dates[1] if dates else attributed.select(pl.col("event_date").max()).collect().item()
     lookback = (dates[0] - timedelta(days=cfg.mau_days - 1), dates[1]) if dates else None
-    ev = _activity_events(attributed, catalog, plans, cfg, lookback)
     windows = {"active_users": 1, "wau": cfg.wau_days, "mau": cfg.mau_days}
     tiers = [p.tier for p in plans.plans]
 
@@ -335,7 +377,13 @@ def account_daily(
         .select("account_id", date=pl.date_ranges(grid_start, pl.lit(last)))
         .explode("date")
     )
-    presence = ev.select("account_id", "canonical_user_id", date="event_date").unique()
+    if presence is None:
+        ev = _activity_events(attributed, catalog, plans, cfg, lookback)
+        presence = ev.select("account_id", "canonical_user_id", date="event_date").unique()
+    else:
+        ev = _activity_events(attributed, catalog, plans, cfg, dates)
+        if lookback is not None:
+            presence = presence.filter(pl.col("date").is_between(*lookback))
     rolling = (
         grid.join(_rolling_marks(presence, windows), on=["account_id", "date"], how="left")
         .with_columns(pl.col(list(windows)).fill_null(0))
@@ -349,10 +397,8 @@ def account_daily(
     session_days = sessions.group_by("account_id", date="session_date").agg(
         sessions=pl.len().cast(pl.Int64), session_seconds=_exact_seconds_sum("duration_s")
     )
-    activations = (
-        _first_activations(attributed, catalog)
-        .group_by(account_id="activation_account", date="activation_date")
-        .agg(activations=pl.len().cast(pl.Int64))
+    activated = activations.group_by(account_id="activation_account", date="activation_date").agg(
+        activations=pl.len().cast(pl.Int64)
     )
     keys = ["account_id", "date"]
     frame = (
@@ -360,7 +406,7 @@ def account_daily(
         .join(_aggregate(ev.rename({"event_date": "date"}), keys, cfg), on=keys, how="left")
         .join(_feature_counts(ev.rename({"event_date": "date"}), keys, tiers), on=keys, how="left")
         .join(session_days, on=keys, how="left")
-        .join(activations, on=keys, how="left")
+        .join(activated, on=keys, how="left")
     )
     counts = [
         c for c, dtype in frame.collect_schema().items() if dtype.is_integer() or c in _ZERO_FILLED
@@ -417,12 +463,15 @@ def recompute_range(
 
     From the earliest affected date to the last date an affected MAU window reaches, or to
     the last date in the data when the data grew or an account appeared (their new rows run
-    to the end). sessions and user_daily can be spliced over the same range.
+    to the end). `attributed` need only hold the events from the first affected date on.
+    sessions and user_daily can be spliced over the same range.
     """
     dates = sorted(dates)
     if not dates:
         return None
-    last = attributed.select(pl.col("event_date").max()).collect().item()
+    old_last = existing["date"].max() if existing.height else None
+    seen = attributed.select(pl.col("event_date").max()).collect().item()
+    last = max(d for d in (seen, old_last) if d is not None)
     known = existing["account_id"].unique().implode()
     new_accounts = (
         account_memberships.lazy()
@@ -431,7 +480,6 @@ def recompute_range(
         .collect()
         .item()
     )
-    old_last = existing["date"].max() if existing.height else None
     grew = old_last is None or last > old_last or new_accounts > 0
     return dates[0], last if grew else min(dates[-1] + timedelta(days=cfg.mau_days - 1), last)
 
@@ -445,28 +493,84 @@ def splice(
     )
 
 
-def update_account_daily(
-    existing: pl.DataFrame,
-    dates: Iterable[date],
+def first_date_read(dates: Iterable[date]) -> date:
+    """The earliest event date an update of `activity_tables` reads for changes on `dates`."""
+    return min(dates) - timedelta(days=1)
+
+
+class ActivityTables(NamedTuple):
+    sessions: pl.DataFrame
+    user_daily: pl.DataFrame
+    account_daily: pl.DataFrame
+
+
+def activity_tables(
     attributed: pl.LazyFrame,
     account_memberships: pl.LazyFrame,
     billing_events: pl.LazyFrame,
     catalog: EventCatalog,
     plans: PlanCatalog,
     cfg: ActivityConfig,
-) -> pl.DataFrame:
-    """account_daily after changes on `dates`: rebuild `recompute_range`, splice into `existing`.
+    activations: pl.LazyFrame | None = None,
+    stored: ActivityTables | None = None,
+    dates: Iterable[date] = (),
+) -> ActivityTables:
+    """sessions, user_daily and account_daily: built from all of `attributed`, or, given the
+    `stored` tables, updated after changes on `dates` (`recompute_range` rebuilt, spliced in).
 
-    members and the billing columns are refreshed on every row: a new membership raises the
-    member count of every later date, and billing rows arrive late and out of order.
+    An update reads only events from a day before the first affected date (sessions may start
+    the day before): pass `attributed` built on just those events and, with `activations`
+    (first_activations of all history), nothing older is read at all. The MAU window before
+    that date comes from the stored user_daily, which holds the same user-days the events
+    would give. members and the billing columns are refreshed on every account_daily row: a
+    new membership raises the member count of every later date, and billing rows arrive late
+    and out of order.
     """
-    span = recompute_range(existing, dates, attributed, account_memberships, cfg)
-    if span is None:
-        return existing
-    sessions = sessionize(attributed, cfg.sessions, span)
-    fresh = account_daily(
-        attributed, sessions, account_memberships, billing_events, catalog, plans, cfg, span
+    if stored is None:
+        sessions = sessionize(attributed, cfg.sessions).collect()
+        users = user_daily(
+            attributed, sessions.lazy(), account_memberships, catalog, plans, cfg,
+            activations=activations,
+        ).collect()  # fmt: skip
+        accounts = account_daily(
+            attributed, sessions.lazy(), account_memberships, billing_events, catalog, plans, cfg,
+            activations=activations,
+        )  # fmt: skip
+        return ActivityTables(sessions, users, accounts)
+    dates = sorted(dates)
+    if not dates:
+        return stored
+    if activations is None:
+        activations = first_activations(attributed, catalog)
+    # attributed once: every step below reads these rows
+    recent, activations = (
+        frame.lazy()
+        for frame in pl.collect_all(
+            [
+                attributed.filter(pl.col("event_date") >= first_date_read(dates)).select(
+                    ATTRIBUTED_COLUMNS
+                ),
+                activations,
+            ]
+        )
     )
-    spliced = splice(existing, fresh, "date", span).drop("members", *_BILLING_COLUMNS).lazy()
-    refreshed = _with_billing(_with_members(spliced, account_memberships), billing_events, plans)
-    return refreshed.select(_column_order(plans)).sort("account_id", "date").collect()
+    span = recompute_range(stored.account_daily, dates, recent, account_memberships, cfg)
+    sessions = sessionize(recent, cfg.sessions, span).collect()
+    users = user_daily(
+        recent, sessions.lazy(), account_memberships, catalog, plans, cfg, span, activations
+    ).collect()
+    spliced_users = splice(stored.user_daily, users, "date", span)
+    presence = spliced_users.lazy().select("account_id", "canonical_user_id", "date")
+    fresh = account_daily(
+        recent, sessions.lazy(), account_memberships, billing_events, catalog, plans, cfg, span,
+        activations, presence,
+    )  # fmt: skip
+    spliced = splice(stored.account_daily, fresh, "date", span).drop("members", *_BILLING_COLUMNS)
+    refreshed = _with_billing(
+        _with_members(spliced.lazy(), account_memberships), billing_events, plans
+    )
+    return ActivityTables(
+        splice(stored.sessions, sessions, "session_date", span),
+        spliced_users,
+        refreshed.select(_column_order(plans)).sort("account_id", "date").collect(),
+    )

@@ -316,47 +316,161 @@ def with_canonical(
         pl.col("id").alias("_identity_key"), "canonical_user_id", *extra
     )
     return (
-        events.with_columns(_identity_key=pl.coalesce("user_id", "anonymous_id"))
+        events.with_columns(_identity_key=identity_key())
         .join(lookup, on="_identity_key", how="left")
         .drop("_identity_key")
     )
 
 
-def memberships(events: pl.LazyFrame, identity_map: pl.DataFrame | pl.LazyFrame) -> pl.LazyFrame:
-    """account_memberships: one row per canonical user x account ever linked explicitly.
+def identity_key() -> pl.Expr:
+    """The id an event is looked up by in the identity map: its userId, else its anonymousId."""
+    return pl.coalesce("user_id", "anonymous_id")
 
-    valid_from is the first group call or context.groupId linking them; role is the latest
-    role sent on a group call for that account, else the latest one on the user's identify.
+
+def latest(frame: pl.LazyFrame, keys: Sequence[str], *, first: bool = False) -> pl.LazyFrame:
+    """Each `keys` group's latest row by (event_time, event_id), or its earliest with `first`."""
+    return frame.sort("event_time", "event_id").unique(
+        list(keys), keep="first" if first else "last", maintain_order=True
+    )
+
+
+_ROW = {"event_time": TS, "event_id": pl.String}
+FACT_SCHEMAS = {
+    "accounts": {
+        "id": pl.String, "account_id": pl.String, "valid_from": TS, "last_seen": TS,
+        "via_group": pl.Boolean,
+    },
+    "group_roles": {"id": pl.String, "account_id": pl.String, **_ROW, "role": pl.String},
+    "user_roles": {"id": pl.String, **_ROW, "role": pl.String},
+    "consent": {"id": pl.String, **_ROW, "consent_analytics": pl.Boolean},
+}  # fmt: skip
+FACT_KEYS = {"accounts": ["id", "account_id"], "group_roles": ["id", "account_id"]}
+
+
+def _fact_rows(events: pl.LazyFrame) -> dict[str, pl.LazyFrame]:
+    """Each event's contribution to each fact table, in the table's columns."""
+    ev = events.with_columns(id=identity_key()).filter(pl.col("id").is_not_null())
+    roles = ev.filter(pl.col("role").is_not_null())
+    row = ("event_time", "event_id")
+    return {
+        "accounts": ev.filter(pl.col("account_id").is_not_null()).select(
+            "id",
+            "account_id",
+            valid_from="event_time",
+            last_seen="event_time",
+            via_group=pl.col("type") == "group",
+        ),
+        "group_roles": roles.filter(pl.col("type") == "group").select(
+            "id", "account_id", *row, "role"
+        ),
+        "user_roles": roles.filter(pl.col("type") == "identify").select("id", *row, "role"),
+        "consent": ev.filter(pl.col("consent_analytics").is_not_null()).select(
+            "id", *row, "consent_analytics"
+        ),
+    }
+
+
+def _summarise(name: str, rows: pl.LazyFrame) -> pl.LazyFrame:
+    keys = FACT_KEYS.get(name, ["id"])
+    if name == "accounts":
+        summary = rows.group_by(keys).agg(
+            pl.col("valid_from").min(), pl.col("last_seen").max(), pl.col("via_group").any()
+        )
+    else:
+        summary = latest(rows, keys)
+    return summary.select(list(FACT_SCHEMAS[name])).sort(keys)
+
+
+@dataclass(frozen=True)
+class IdentityFacts:
+    """Per-id summaries of the events that memberships and consent are made of.
+
+    Each is a min, max, any or latest row per id, so the facts of all events are the stored
+    facts merged with one new day's: a daily run reads that day, not the whole history, and
+    memberships and consent follow from the facts and the current identity map.
     """
-    ev = with_canonical(events, identity_map).filter(pl.col("canonical_user_id").is_not_null())
-    links = (
-        ev.filter(pl.col("account_id").is_not_null())
-        .group_by("canonical_user_id", "account_id")
-        .agg(
-            valid_from=pl.col("event_time").min(),
-            last_seen=pl.col("event_time").max(),
-            source=pl.when((pl.col("type") == "group").any())
-            .then(pl.lit("group"))
-            .otherwise(pl.lit("context")),
-        )
-    )
 
-    def latest_role(call: str, keys: list[str], name: str) -> pl.LazyFrame:
-        # role-carrying calls are few: sort only those
-        return (
-            ev.filter((pl.col("type") == call) & pl.col("role").is_not_null())
-            .sort("event_time", "event_id")
+    tables: dict[str, pl.DataFrame]
+
+    @classmethod
+    def empty(cls) -> IdentityFacts:
+        return cls({name: pl.DataFrame(schema=schema) for name, schema in FACT_SCHEMAS.items()})
+
+    @classmethod
+    def of(cls, events: pl.LazyFrame) -> IdentityFacts:
+        return cls._summarised(_fact_rows(events))
+
+    def merge(self, other: IdentityFacts) -> IdentityFacts:
+        both = {n: pl.concat([self.tables[n], other.tables[n]]).lazy() for n in FACT_SCHEMAS}
+        return self._summarised(both)
+
+    @classmethod
+    def _summarised(cls, rows: dict[str, pl.LazyFrame]) -> IdentityFacts:
+        frames = pl.collect_all([_summarise(name, frame) for name, frame in rows.items()])
+        return cls(dict(zip(rows, frames, strict=True)))
+
+    def save(self, directory: Path | str) -> None:
+        for name, frame in self.tables.items():
+            lake.write_parquet(frame, lake.table_path(directory, f"facts_{name}"))
+
+    @staticmethod
+    def discard(directory: Path | str) -> None:
+        """Remove stored facts (they hold raw ids): the next update rebuilds them from events."""
+        for name in FACT_SCHEMAS:
+            lake.table_path(directory, f"facts_{name}").unlink(missing_ok=True)
+
+    @classmethod
+    def load(cls, directory: Path | str) -> IdentityFacts | None:
+        """The stored facts, or None when there are none (then they are built from all events)."""
+        paths = {n: lake.table_path(directory, f"facts_{n}") for n in FACT_SCHEMAS}
+        if not all(p.exists() for p in paths.values()):
+            return None
+        return cls({n: pl.read_parquet(p) for n, p in paths.items()})
+
+    def _canonical(self, name: str, identity_map: pl.DataFrame | pl.LazyFrame) -> pl.LazyFrame:
+        ids = identity_map.lazy().select("id", "canonical_user_id")
+        return self.tables[name].lazy().join(ids, on="id").drop("id")
+
+    def memberships(self, identity_map: pl.DataFrame | pl.LazyFrame) -> pl.LazyFrame:
+        """account_memberships: one row per canonical user x account ever linked explicitly.
+
+        valid_from is the first group call or context.groupId linking them; role is the latest
+        role sent on a group call for that account, else the latest one on the user's identify.
+        """
+        keys = ["canonical_user_id", "account_id"]
+        links = (
+            self._canonical("accounts", identity_map)
             .group_by(keys)
-            .agg(pl.col("role").last().alias(name))
+            .agg(
+                pl.col("valid_from").min(),
+                pl.col("last_seen").max(),
+                source=pl.when(pl.col("via_group").any())
+                .then(pl.lit("group"))
+                .otherwise(pl.lit("context")),
+            )
+        )
+        group_role = latest(self._canonical("group_roles", identity_map), keys)
+        user_role = latest(self._canonical("user_roles", identity_map), keys[:1])
+        return (
+            links.join(group_role.select(*keys, group_role="role"), on=keys, how="left")
+            .join(user_role.select(keys[0], user_role="role"), on=keys[0], how="left")
+            .with_columns(role=pl.coalesce("group_role", "user_role"))
+            .select(list(MEMBERSHIP_SCHEMA))
+            .sort(keys)
         )
 
-    keys = ["canonical_user_id", "account_id"]
-    return (
-        links.join(latest_role("group", keys, "group_role"), on=keys, how="left")
-        .join(latest_role("identify", keys[:1], "user_role"), on=keys[:1], how="left")
-        .with_columns(role=pl.coalesce("group_role", "user_role"))
-        .select(list(MEMBERSHIP_SCHEMA))
-    )
+    def consent(self, identity_map: pl.DataFrame | pl.LazyFrame) -> pl.LazyFrame:
+        """user_consent: each canonical user's latest consent.analytics and when it was given."""
+        return (
+            latest(self._canonical("consent", identity_map), ["canonical_user_id"])
+            .select("canonical_user_id", "consent_analytics", as_of="event_time")
+            .sort("canonical_user_id")
+        )
+
+
+def memberships(events: pl.LazyFrame, identity_map: pl.DataFrame | pl.LazyFrame) -> pl.LazyFrame:
+    """account_memberships of `events` (IdentityFacts.memberships)."""
+    return IdentityFacts.of(events).memberships(identity_map)
 
 
 def attribute_events(
@@ -427,16 +541,5 @@ def attribute_events(
 
 
 def user_consent(events: pl.LazyFrame, identity_map: pl.DataFrame | pl.LazyFrame) -> pl.LazyFrame:
-    """user_consent: each canonical user's latest consent.analytics and when it was given."""
-    order = ("event_time", "event_id")
-    return (
-        with_canonical(events, identity_map)
-        .filter(
-            pl.col("consent_analytics").is_not_null() & pl.col("canonical_user_id").is_not_null()
-        )
-        .group_by("canonical_user_id")
-        .agg(
-            consent_analytics=pl.col("consent_analytics").sort_by(*order).last(),
-            as_of=pl.col("event_time").sort_by(*order).last(),
-        )
-    )
+    """user_consent of `events` (IdentityFacts.consent)."""
+    return IdentityFacts.of(events).consent(identity_map)

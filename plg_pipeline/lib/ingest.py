@@ -11,7 +11,13 @@ from pathlib import Path
 from pydantic import Field
 
 from plg_pipeline.lib.configfile import StrictModel, config_path, load_config
-from plg_pipeline.lib.ingest_events import DayIngest, arrival_days, drop_seen, ingest_arrival_day
+from plg_pipeline.lib.ingest_events import (
+    DayIngest,
+    arrival_days,
+    drop_seen,
+    ingest_arrival_day,
+    ingest_arrival_days,
+)
 from plg_pipeline.lib.ingest_tables import (
     TableIngest,
     ingest_accounts,
@@ -37,6 +43,7 @@ __all__ = [
     "drop_seen",
     "ingest_accounts",
     "ingest_arrival_day",
+    "ingest_arrival_days",
     "ingest_billing",
     "ingest_deletion_requests",
     "load_ingest_config",

@@ -15,6 +15,10 @@ from pathlib import Path
 
 import polars as pl
 
+COMPRESSION = "lz4"
+"""The lake is a working store on local disk: lz4 writes twice as fast as zstd and reads faster,
+for files about 1.4x larger (measured on a day of events and the sessions table)."""
+
 
 def partition_path(lake_dir: Path | str, table: str, dt: date | str) -> Path:
     return Path(lake_dir) / table / f"dt={dt}.parquet"
@@ -31,9 +35,9 @@ def write_parquet(frame: pl.DataFrame | pl.LazyFrame, path: Path | str) -> Path:
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
         if isinstance(frame, pl.LazyFrame):
-            frame.sink_parquet(tmp)
+            frame.sink_parquet(tmp, compression=COMPRESSION)
         else:
-            frame.write_parquet(tmp)
+            frame.write_parquet(tmp, compression=COMPRESSION)
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         if path.exists() and filecmp.cmp(tmp, path, shallow=False):

@@ -122,7 +122,10 @@ def quarantine_frame(
 
 def _iso_utc(expr: pl.Expr, formats: tuple[str, ...], naive: bool) -> pl.Expr:
     parsed = [
-        expr.str.to_datetime(fmt, time_unit="us", time_zone=None if naive else "UTC", strict=False)
+        # No cache: timestamps are nearly all distinct, so memoising them only costs a hash each.
+        expr.str.to_datetime(
+            fmt, time_unit="us", time_zone=None if naive else "UTC", strict=False, cache=False
+        )
         for fmt in formats
     ]
     out = pl.coalesce(parsed)

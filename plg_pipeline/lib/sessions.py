@@ -55,8 +55,15 @@ def sessionize(
     sessions = (
         ev.select("canonical_user_id", "account_id", "event_time")
         # a hash key first makes the sort several times faster than on strings alone; the
-        # user id after it keeps two users that collide on the hash apart
-        .sort(pl.col("canonical_user_id").hash(seed=_ID_SEED), "canonical_user_id", "event_time")
+        # user id after it keeps two users that collide on the hash apart; the account last
+        # settles which account a session starting with simultaneous events counts for
+        .sort(
+            pl.col("canonical_user_id").hash(seed=_ID_SEED),
+            "canonical_user_id",
+            "event_time",
+            "account_id",
+            nulls_last=True,
+        )
         .with_columns(
             _session_no=(
                 (pl.col("canonical_user_id") != pl.col("canonical_user_id").shift())

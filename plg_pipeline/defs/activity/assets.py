@@ -1,7 +1,7 @@
 """Activity: sessions and the user-day and account-day tables every later stage reads."""
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import dagster as dg
@@ -13,9 +13,10 @@ from plg_pipeline.defs.resources import PipelineSettings
 from plg_pipeline.lib import activity, identity, lake, quality
 from plg_pipeline.lib.catalog import load_catalog
 from plg_pipeline.lib.plans import load_plans
-from plg_pipeline.lib.sessions import sessionize
 
 STATE_DIR = "activity_state"
+CANDIDATES = "activation_candidates"
+TABLES = ("sessions", "user_daily", "account_daily")
 CHECKED = marts("account_daily")
 CHECKS = {
     "events_are_complete": "Share of activity events with a user, an account, a time and properties.",
@@ -74,7 +75,12 @@ def activity_tables(
     ids = identity_map.collect()
     attributed = identity.attribute_events(events, ids, members)
     opted_out = consent.filter(~pl.col("consent_analytics")).select("canonical_user_id").collect()
-    consenting = attributed.join(opted_out.lazy(), on="canonical_user_id", how="anti")
+
+    def consenting(frame: pl.LazyFrame) -> pl.LazyFrame:
+        """`frame`'s events attributed, without users who withheld analytics consent."""
+        return identity.attribute_events(frame, ids, members).join(
+            opted_out.lazy(), on="canonical_user_id", how="anti"
+        )
 
     state = ActivityState.read(settings.lake / STATE_DIR)
     now = ActivityState(
@@ -82,40 +88,52 @@ def activity_tables(
         identity=ids.select("id", "canonical_user_id"),
         opted_out=opted_out.sort("canonical_user_id"),
         inputs=_fingerprint(cfg, catalog, plans, billing=billing),
+        activation_candidates=pl.DataFrame(),
     )
     added, rewritten = (
         lake.changed_files(state.events_seen, now.events_seen) if state else ([], True)
     )
     # billing rows are re-applied to every row when dates are spliced; alone, they need a rebuild
-    billing_only = state is not None and not added and state.inputs[1] != now.inputs[1]
-    incremental = (
-        state is not None
-        and not rewritten
-        and not billing_only
-        and state.same_basis(now)
-        and _has_outputs(settings)
-    )
+    why_full = [
+        why
+        for why, applies in (
+            ("no stored state", state is None),
+            ("stored tables missing", not _has_outputs(settings)),
+            ("event partitions rewritten", state is not None and rewritten),
+            ("billing changed alone", state and not added and state.inputs[1] != now.inputs[1]),
+            ("config or consent changed", state is not None and not state.same_basis(now)),
+        )
+        if applies
+    ]
+    incremental = not why_full
+    new_events = pl.scan_parquet([settings.lake / "events" / f for f in added]) if added else None
+    if incremental:
+        seen = [state.activation_candidates.lazy()]
+        if added:
+            seen.append(new_events.select(activity.ACTIVATION_COLUMNS))
+        candidates = activity.activation_candidates(pl.concat(seen), catalog).collect()
+    else:
+        candidates = activity.activation_candidates(events, catalog).collect()
+    now = replace(now, activation_candidates=candidates)
+    activations = activity.first_activations(consenting(candidates.lazy()), catalog)
+    args = (members.lazy(), billing, catalog, plans, cfg, activations)
     if incremental:
         relabelled = state.identity.join(now.identity, on="id", suffix="_now").filter(
             pl.col("canonical_user_id") != pl.col("canonical_user_id_now")
         )
-        new_events = (
-            pl.scan_parquet([settings.lake / "events" / f for f in added]) if added else None
-        )
         dates = activity.affected_dates(new_events, relabelled, events) if added else []
-        sessions, user_daily, account_daily = _update(
-            settings, dates, consenting, members, billing, catalog, plans, cfg
+        stored = activity.ActivityTables(
+            *(pl.read_parquet(lake.table_path(settings.lake, t)) for t in TABLES)
         )
+        # attribute only the events the update reads
+        since = activity.first_date_read(dates) if dates else None
+        recent = events.filter(pl.col("event_date") >= since) if dates else events
+        tables = activity.activity_tables(consenting(recent), *args, stored, dates)
         mode = f"incremental: {len(added)} new day(s), {len(dates)} date(s) rebuilt"
     else:
-        sessions = sessionize(consenting, cfg.sessions).collect()
-        user_daily = activity.user_daily(
-            consenting, sessions.lazy(), members.lazy(), catalog, plans, cfg
-        ).collect()
-        account_daily = activity.account_daily(
-            consenting, sessions.lazy(), members.lazy(), billing, catalog, plans, cfg
-        )
-        mode = "full"
+        tables = activity.activity_tables(consenting(events), *args)
+        mode = f"full: {why_full[0]}"
+    sessions, user_daily, account_daily = tables
     context.log.info(f"activity: {mode}")
     yield dg.Output(sessions, "sessions")
     yield dg.Output(user_daily, "user_daily")
@@ -152,10 +170,7 @@ def activity_tables(
 
 
 def _has_outputs(settings: PipelineSettings) -> bool:
-    return all(
-        lake.table_path(settings.lake, t).exists()
-        for t in ("sessions", "user_daily", "account_daily")
-    )
+    return all(lake.table_path(settings.lake, t).exists() for t in TABLES)
 
 
 def _fingerprint(*models, billing: pl.LazyFrame) -> tuple[str, str]:
@@ -167,29 +182,6 @@ def _fingerprint(*models, billing: pl.LazyFrame) -> tuple[str, str]:
     return digest.hexdigest(), billing_digest.hexdigest()
 
 
-def _update(settings, dates, consenting, members, billing, catalog, plans, cfg):
-    """Rebuild the affected date span of each table and splice it into the stored one."""
-    stored = {
-        t: pl.read_parquet(lake.table_path(settings.lake, t))
-        for t in ("sessions", "user_daily", "account_daily")
-    }
-    span = activity.recompute_range(stored["account_daily"], dates, consenting, members.lazy(), cfg)
-    if span is None:
-        return stored["sessions"], stored["user_daily"], stored["account_daily"]
-    fresh_sessions = sessionize(consenting, cfg.sessions, span).collect()
-    fresh_user_daily = activity.user_daily(
-        consenting, fresh_sessions.lazy(), members.lazy(), catalog, plans, cfg, span
-    ).collect()
-    account_daily = activity.update_account_daily(
-        stored["account_daily"], dates, consenting, members.lazy(), billing, catalog, plans, cfg
-    )
-    return (
-        activity.splice(stored["sessions"], fresh_sessions, "session_date", span),
-        activity.splice(stored["user_daily"], fresh_user_daily, "date", span),
-        account_daily,
-    )
-
-
 @dataclass(frozen=True)
 class ActivityState:
     """What the stored activity tables were built from, to tell whether new days can be spliced."""
@@ -198,6 +190,8 @@ class ActivityState:
     identity: pl.DataFrame
     opted_out: pl.DataFrame
     inputs: tuple[str, str]  # (config digest, billing digest)
+    activation_candidates: pl.DataFrame
+    """activity.activation_candidates of the events seen: first activations without history."""
 
     def same_basis(self, other: "ActivityState") -> bool:
         return self.inputs[0] == other.inputs[0] and self.opted_out.equals(other.opted_out)
@@ -206,13 +200,16 @@ class ActivityState:
         lake.write_parquet(self.events_seen, lake.table_path(directory, "events_seen"))
         lake.write_parquet(self.identity, lake.table_path(directory, "identity"))
         lake.write_parquet(self.opted_out, lake.table_path(directory, "opted_out"))
+        lake.write_parquet(self.activation_candidates, lake.table_path(directory, CANDIDATES))
         (directory / "inputs.sha256").write_text("\n".join(self.inputs))
 
     @classmethod
     def read(cls, directory: Path) -> "ActivityState | None":
-        files = [lake.table_path(directory, n) for n in ("events_seen", "identity", "opted_out")]
+        names = ("events_seen", "identity", "opted_out", CANDIDATES)
+        files = [lake.table_path(directory, n) for n in names]
         marker = directory / "inputs.sha256"
         if not marker.exists() or not all(f.exists() for f in files):
             return None
         config_digest, billing_digest = marker.read_text().split("\n")
-        return cls(*(pl.read_parquet(f) for f in files), (config_digest, billing_digest))
+        events_seen, ids, opted_out, candidates = (pl.read_parquet(f) for f in files)
+        return cls(events_seen, ids, opted_out, (config_digest, billing_digest), candidates)

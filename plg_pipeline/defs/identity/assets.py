@@ -41,36 +41,42 @@ def identity_state_dir(settings: PipelineSettings):
     retry_policy=RETRY,
 )
 def identity_graph(context: dg.AssetExecutionContext, settings: PipelineSettings):
-    """Merge new arrival days into the persisted identity graph; rebuild only if history changed."""
+    """Merge new arrival days into the persisted identity graph and the per-id facts behind
+    memberships and consent; rebuild both from all events only if history changed."""
     cfg = load_activity_config(settings.config).identity
     state_dir = identity_state_dir(settings)
     now = lake.fingerprints(settings.lake, "events")
     seen_path = lake.table_path(state_dir, SEEN)
     seen = pl.read_parquet(seen_path) if seen_path.exists() else now.clear()
     added, rewritten = lake.changed_files(seen, now)
+    facts = identity.IdentityFacts.load(state_dir)
     if rewritten or not seen_path.exists():
         mode, files = "full", now["file"].to_list()
-        state = None
+        state, facts = None, identity.IdentityFacts.empty()
     else:
         mode, files = "incremental", added
         state = identity.IdentityState.load(state_dir)
     events_dir = settings.lake / "events"
-    new_events = (
-        pl.scan_parquet([events_dir / f for f in files]) if files else pl.LazyFrame(schema={})
-    )
-    if files:
+    new_events = pl.scan_parquet([events_dir / f for f in files]) if files else None
+    if facts is None:  # discarded by an erasure: rebuilt from the cleaned events
+        mode += ", facts rebuilt"
+        facts = identity.IdentityFacts.of(lake.scan_partitions(settings.lake, "events", {}))
+    elif new_events is not None:
+        facts = facts.merge(identity.IdentityFacts.of(new_events))
+    if new_events is not None:
         state, relabelled = identity.update_identity(state, new_events, cfg)
     else:
         state, relabelled = state or identity.IdentityState.empty(), pl.DataFrame()
+    # merging the same day twice changes nothing, so a crash before `seen` is written is harmless
     state.save(state_dir)
+    facts.save(state_dir)
     lake.write_parquet(now, seen_path)
     context.log.info(
         f"identity: {mode} over {len(files)} partition(s), {relabelled.height} relabelled"
     )
 
-    all_events = lake.scan_partitions(settings.lake, "events", schema={})
-    members = identity.memberships(all_events, state.identity_map).collect()
-    consent = identity.user_consent(all_events, state.identity_map).collect()
+    members = facts.memberships(state.identity_map).collect()
+    consent = facts.consent(state.identity_map).collect()
     meta = {"mode": mode, "partitions_merged": len(files), "relabelled_ids": relabelled.height}
     yield dg.Output(state.identity_map, "identity_map", metadata=meta)
     yield dg.Output(state.overmerge_audit, "identity_overmerge_audit")

@@ -5,6 +5,8 @@ from datetime import UTC, datetime
 import dagster as dg
 import polars as pl
 
+from plg_pipeline.defs.activity.assets import CANDIDATES
+from plg_pipeline.defs.activity.assets import STATE_DIR as ACTIVITY_STATE_DIR
 from plg_pipeline.defs.common import RETRY, WAREHOUSE_POOL, lake_key, marts, owners
 from plg_pipeline.defs.identity.assets import SEEN, identity_state_dir
 from plg_pipeline.defs.ingest.assets import ERASED_ID_HASHES
@@ -13,7 +15,7 @@ from plg_pipeline.defs.ops.automation import AFTER_ARRIVAL
 from plg_pipeline.defs.resources import PipelineSettings
 from plg_pipeline.lib import lake, privacy, warehouse
 from plg_pipeline.lib.activity import load_activity_config
-from plg_pipeline.lib.identity import IdentityState
+from plg_pipeline.lib.identity import IdentityFacts, IdentityState
 
 EVENT_IDS = ("user_id", "anonymous_id", "previous_id")
 PARTITIONED = {  # lake table -> (id columns, raw-text columns); marts copy republished if any
@@ -86,6 +88,11 @@ def erasure_log(
         for t, spec in PARTITIONED.items()
     }
     state_dir = identity_state_dir(settings)
+    if rewritten["events"]:
+        # per-id summaries of events hold raw ids and are stale now: the next identity and
+        # activity runs rebuild them in full from the cleaned events
+        IdentityFacts.discard(state_dir)
+        lake.table_path(settings.lake / ACTIVITY_STATE_DIR, CANDIDATES).unlink(missing_ok=True)
     state = IdentityState.load(state_dir)
     cleaned = privacy.erase_identity_state(
         state, targets, load_activity_config(settings.config).identity
