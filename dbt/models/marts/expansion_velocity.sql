@@ -20,8 +20,8 @@ by_cohort as (
             as months_since_acquisition,
         count(*) as cohort_accounts,
         count(*) filter (where movements.expansion_mrr > 0) as expanding_accounts,
-        sum(movements.expansion_mrr) as expansion_mrr,
-        sum(movements.net_mrr_change) as net_mrr_change
+        {{ money_sum("movements.expansion_mrr") }} as expansion_mrr,
+        {{ money_sum("movements.net_mrr_change") }} as net_mrr_change
     from cohorts
     inner join movements
         on cohorts.account_id = movements.account_id

@@ -35,10 +35,10 @@ row_movements as (
         billing_month,
         max(account_row) as last_account_row,
         max(paid_mrr) as max_paid_mrr,
-        sum(overage_usd) as overage_usd,
-        sum(case when mrr_delta > 0 and is_seat_change then mrr_delta else 0 end) as seat_delta,
-        sum(case when mrr_delta > 0 and not is_seat_change then mrr_delta else 0 end) as upgrade_delta,
-        sum(case when mrr_delta < 0 then mrr_delta else 0 end) as negative_delta
+        {{ money_sum("overage_usd") }} as overage_usd,
+        {{ money_sum("case when mrr_delta > 0 and is_seat_change then mrr_delta else 0 end") }} as seat_delta,
+        {{ money_sum("case when mrr_delta > 0 and not is_seat_change then mrr_delta else 0 end") }} as upgrade_delta,
+        {{ money_sum("case when mrr_delta < 0 then mrr_delta else 0 end") }} as negative_delta
     from (
         select
             *,

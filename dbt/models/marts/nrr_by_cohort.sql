@@ -26,9 +26,9 @@ cohort_months as (
         cast(date_diff('month', cohorts.cohort_month, movements.revenue_month) as integer)
             as months_since_acquisition,
         count(*) as cohort_accounts,
-        sum(cohorts.cohort_starting_mrr) as starting_mrr,
-        sum(movements.ending_mrr) as ending_mrr,
-        sum(least(movements.ending_mrr, cohorts.cohort_starting_mrr)) as retained_mrr,
+        {{ money_sum("cohorts.cohort_starting_mrr") }} as starting_mrr,
+        {{ money_sum("movements.ending_mrr") }} as ending_mrr,
+        {{ money_sum("least(movements.ending_mrr, cohorts.cohort_starting_mrr)") }} as retained_mrr,
         -- movements after the acquisition month (that month's revenue is the starting point)
         {%- for component in components %}
         sum(case when movements.revenue_month > cohorts.cohort_month then movements.{{ component }} else 0 end)

@@ -14,14 +14,14 @@ by_segment as (
         segment,
         revenue_month,
         count(*) as starting_accounts,
-        sum(starting_mrr) as starting_mrr,
-        sum(ending_mrr) as ending_mrr,
-        sum(least(ending_mrr, starting_mrr)) as retained_mrr,
-        sum(expansion_seat_mrr) as expansion_seat_mrr,
-        sum(expansion_upgrade_mrr) as expansion_upgrade_mrr,
-        sum(expansion_overage_mrr) as expansion_overage_mrr,
-        sum(contraction_mrr) as contraction_mrr,
-        sum(churn_mrr) as churn_mrr,
+        {{ money_sum("starting_mrr") }} as starting_mrr,
+        {{ money_sum("ending_mrr") }} as ending_mrr,
+        {{ money_sum("least(ending_mrr, starting_mrr)") }} as retained_mrr,
+        {{ money_sum("expansion_seat_mrr") }} as expansion_seat_mrr,
+        {{ money_sum("expansion_upgrade_mrr") }} as expansion_upgrade_mrr,
+        {{ money_sum("expansion_overage_mrr") }} as expansion_overage_mrr,
+        {{ money_sum("contraction_mrr") }} as contraction_mrr,
+        {{ money_sum("churn_mrr") }} as churn_mrr,
         count(*) filter (where churn_mrr < 0) as churned_accounts
     from movements
     group by segment, revenue_month
