@@ -11,6 +11,7 @@ the stage starts), so it includes what earlier stages still hold, as in the pipe
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing
 import os
 import shutil
@@ -342,8 +343,17 @@ def run_bench(args: argparse.Namespace) -> int:
     shutil.rmtree(lake_dir, ignore_errors=True)
     accounts = accounts_for_events(args.events, args.days)
     print(f"work dir {work}: {args.events:,} events, {accounts} accounts, {args.days} days")
-    made = generate(raw, accounts=accounts, days=args.days, seed=args.seed, fmt="jsonl.gz")
-    print(f"generated {made.events:,} lines in {made.files} jsonl.gz files ({made.seconds:.1f} s)")
+    world = {"accounts": accounts, "days": args.days, "seed": args.seed, "fmt": "jsonl.gz"}
+    marker = work / "world.json"
+    if marker.exists() and json.loads(marker.read_text()) == world:
+        print(f"reusing the world generated earlier in {raw} ({marker.name} matches)")
+    else:
+        marker.unlink(missing_ok=True)
+        made = generate(raw, **world)
+        marker.write_text(json.dumps(world))
+        print(
+            f"generated {made.events:,} lines in {made.files} jsonl.gz files ({made.seconds:.1f} s)"
+        )
     days = ingest.arrival_days(raw)
 
     ingested = in_child(stage_ingest, raw, lake_dir)
@@ -369,7 +379,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     bench.add_argument("--events", type=int, default=1_000_000)
     bench.add_argument("--days", type=int, default=60, help=f"more than {FIRST_DAYS + 1}")
     bench.add_argument("--seed", type=int, default=7)
-    bench.add_argument("--work", help="keep the world and the lake here (default: a temp dir)")
+    bench.add_argument(
+        "--work",
+        help="keep the world and the lake here, and reuse a world made with the same parameters "
+        "(default: a temp dir)",
+    )
     bench.add_argument(
         "--pandas-events",
         type=int,

@@ -1,7 +1,7 @@
 """Product events: one arrival day's files -> accepted events + quarantine, every row accounted for.
 
-Speed comes from Polars' native readers: `read_lines` (decompresses gzip in Rust) and one
-`read_ndjson` over the whole day. Python only looks at lines Polars rejects (found by splitting
+Speed comes from decompressing each file once (ISA-L's igzip, about 1.4x zlib) and Polars' native
+readers over those bytes: `read_lines` and one `read_ndjson` per file. Python only looks at lines Polars rejects (found by splitting
 the failing batch), at values that might not be JSON strings, and at JSON that may hold PII.
 """
 
@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import polars as pl
+from isal import igzip
 
 from plg_pipeline.lib.pii import JsonScrubber, hash_emails, hmac_hex, mask_emails, truncate_ip
 from plg_pipeline.lib.schemas import (
@@ -341,12 +342,12 @@ def _problem_rows(rel: str, rows: list[tuple[int, str, str]]) -> pl.DataFrame:
 
 
 def _decode_lines(
-    path: Path, lines: pl.Series, whole: bool
+    data: bytes | None, lines: pl.Series
 ) -> tuple[pl.DataFrame, pl.Series, dict[int, str]]:
-    """Decode event lines; a file whose every line is one object is first read directly."""
-    if whole:
+    """Decode event lines; a file (`data`) whose every line is one object is first read whole."""
+    if data is not None:
         try:
-            frame = pl.read_ndjson(path, schema=READ_SCHEMA)
+            frame = pl.read_ndjson(data, schema=READ_SCHEMA)
             if frame.height == lines.len():
                 return frame, pl.int_range(0, frame.height, eager=True), {}
         except pl.exceptions.PolarsError:
@@ -365,9 +366,12 @@ def _read_json_file(path: Path, rel: str) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(parsed rows in PARSED_COLUMNS, rejected rows) of a JSON-lines file."""
     problems: list[tuple[int, str, str]] = []
     try:
-        lines, readable = pl.read_lines(path, name="raw")["raw"], True
-    except (pl.exceptions.PolarsError, OSError):
-        (lines, problems), readable = _read_lines_slowly(path), False
+        data = path.read_bytes()
+        if data[:2] == b"\x1f\x8b":  # once here, not again in each Polars reader
+            data = igzip.decompress(data)
+        lines = pl.read_lines(data, name="raw")["raw"]
+    except (pl.exceptions.PolarsError, OSError, EOFError):
+        (lines, problems), data = _read_lines_slowly(path), None
     if lines.len() == 0 and not problems:
         return _empty_parsed(), _problem_rows(rel, [(0, "empty_file", "")])
     raw = pl.col("raw")
@@ -386,7 +390,7 @@ def _read_json_file(path: Path, rel: str) -> tuple[pl.DataFrame, pl.DataFrame]:
     if rest.filter(padded).height:
         candidates = pl.concat([candidates, rest.filter(padded).drop("stripped")]).sort("line")
     decoded, positions, reasons = _decode_lines(
-        path, candidates["raw"], whole=readable and rest.height == 0
+        data if rest.height == 0 else None, candidates["raw"]
     )
     problems += [(candidates["line"][i], r, candidates["raw"][i]) for i, r in reasons.items()]
     if positions.len() < candidates.height:  # positions ascend: equal length is every row
