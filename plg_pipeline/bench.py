@@ -135,7 +135,7 @@ def identity_stage(out: Path, days: list[date] | None) -> tuple[pl.DataFrame, ..
 
 def sessions_stage(out: Path, attributed: pl.DataFrame) -> pl.DataFrame:
     sessions = sessionize(attributed.lazy(), activity.load_activity_config().sessions).collect()
-    lake.write_parquet(sessions, lake.table_path(out, "sessions"))
+    lake.write_dates(out, "sessions", lake.DateRows(sessions, "session_date"))
     return sessions
 
 
@@ -153,11 +153,11 @@ def account_daily_stage(
     user_daily = activity.user_daily(
         ev, sess, mem, catalog, plans, cfg, activations=activations
     ).collect()
-    lake.write_parquet(user_daily, lake.table_path(out, "user_daily"))
+    lake.write_dates(out, "user_daily", lake.DateRows(user_daily, "date"))
     daily = activity.account_daily(
         ev, sess, mem, billing, catalog, plans, cfg, activations=activations
     )
-    lake.write_parquet(daily, lake.table_path(out, "account_daily"))
+    lake.write_dates(out, "account_daily", lake.DateRows(daily, "date"))
     return daily
 
 
@@ -176,7 +176,7 @@ def stage_downstream(raw: Path, out: Path, days: list[date] | None = None) -> di
 def stage_incremental(raw: Path, out: Path, day: date) -> dict:
     """One more arrival day on the state in `out`, as the assets run it: ingest, identity and
     its facts merged, activation candidates merged, the affected dates of sessions, user_daily
-    and account_daily rebuilt and spliced in."""
+    and account_daily rebuilt and their date files replaced."""
     cfg, catalog, plans = activity.load_activity_config(), load_catalog(), load_plans(raw)
     rows = ingest_days(raw, out, [day])
     new_events = lake.scan_partitions(out, "events", {}, [day])
@@ -204,14 +204,14 @@ def stage_incremental(raw: Path, out: Path, day: date) -> dict:
     recent = events.filter(pl.col("event_date") >= activity.first_date_read(dates))
     attributed = _attributed(recent, state.identity_map, members, consent)
     stored = activity.ActivityTables(
-        *(pl.read_parquet(lake.table_path(out, t)) for t in activity.ActivityTables._fields)
+        *(lake.scan_dates(out, t) for t in activity.ActivityTables._fields)
     )
     billing = pl.scan_parquet(lake.table_path(out, "billing_events"))
     tables = activity.activity_tables(
         attributed, members.lazy(), billing, catalog, plans, cfg, activations, stored, dates
     )
-    for name, frame in tables._asdict().items():
-        lake.write_parquet(frame, lake.table_path(out, name))
+    for name, update in tables._asdict().items():
+        lake.write_dates(out, name, update)
     return {"rows_in": rows, "dates": len(dates)}
 
 

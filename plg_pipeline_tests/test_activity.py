@@ -18,6 +18,7 @@ from plg_pipeline.lib.activity import (
     activation_candidates,
     activity_tables,
     affected_dates,
+    billing_changed_from,
     first_activations,
     load_activity_config,
     recompute_range,
@@ -62,7 +63,20 @@ def full_daily(rows: list[dict], bill: pl.LazyFrame | None = None) -> pl.DataFra
 def full_tables(rows: list[dict], bill: pl.LazyFrame | None = None) -> ActivityTables:
     attributed, _, members = pipeline(rows)
     bill = bill if bill is not None else billing([])
-    return activity_tables(attributed, members, bill, CAT, PLANS, CFG)
+    built = activity_tables(attributed, members, bill, CAT, PLANS, CFG)
+    assert all(rows.span is None for rows in built)  # a full build replaces every date
+    return ActivityTables(*(rows.frame for rows in built))
+
+
+def update(existing: ActivityTables, *args, **kwargs) -> ActivityTables:
+    """activity_tables over the stored `existing` (lazily, as the lake's date files), applied."""
+    stored = ActivityTables(*(frame.lazy() for frame in existing))
+    rebuilt = activity_tables(*args, stored=stored, **kwargs)
+    for rows in rebuilt:  # only dates in its span, none outside
+        assert rows.frame.filter(~rows.in_span()).is_empty()
+    return ActivityTables(
+        *(rows.apply(frame) for rows, frame in zip(rebuilt, existing, strict=True))
+    )
 
 
 TABLE_KEYS = {
@@ -230,23 +244,35 @@ def test_incremental_equals_full_after_late_events(seed, late_days, stored_activ
         activations = first_activations(
             attribute_events(candidates, state.identity_map, members), CAT
         )
-    updated = activity_tables(
-        attributed, members, bill, CAT, PLANS, CFG, activations, existing, dates
-    )
+    updated = update(existing, attributed, members, bill, CAT, PLANS, CFG, activations, dates=dates)
     assert_tables_equal(updated, full_tables(base + late, bill))
     assert updated.account_daily["events"].sum() == len(base) + len(late)
     assert updated.account_daily["activations"].sum() > 0
 
 
-def test_late_billing_row_refreshes_plan_on_every_row():
+@pytest.mark.parametrize("with_new_dates", [True, False])
+def test_late_billing_row_reprices_from_its_date(with_new_dates):
     rows = random_rows(7)
     attributed, _, members = pipeline(rows)
-    existing = full_tables(rows)
-    bill = billing([("acc2", day(5), "enterprise", 40, 2400.0)])
-    updated = activity_tables(
-        attributed, members, bill, CAT, PLANS, CFG, stored=existing, dates=[day(59).date()]
+    before = billing([("acc1", day(30), "pro", 10, 150.0)])
+    existing = full_tables(rows, before)
+    bill = billing(
+        [("acc1", day(30), "pro", 10, 150.0), ("acc2", day(5), "enterprise", 40, 2400.0)]
     )
+    since = billing_changed_from(before.collect(), bill.collect())
+    assert since == day(5).date()
+    dates = [day(59).date()] if with_new_dates else []
+    kwargs = {"dates": dates, "billing_from": since}
+    updated = update(existing, attributed, members, bill, CAT, PLANS, CFG, **kwargs)
     assert_tables_equal(updated, full_tables(rows, bill))
+    # a removed row re-prices too; an unchanged billing table changes nothing
+    assert billing_changed_from(bill.collect(), before.collect()) == day(5).date()
+    assert billing_changed_from(bill.collect(), bill.collect()) is None
+    untouched = activity_tables(
+        attributed, members, bill, CAT, PLANS, CFG,
+        stored=ActivityTables(*(f.lazy() for f in existing)),
+    )  # fmt: skip
+    assert all(rows.frame.is_empty() for rows in untouched)
 
 
 def test_affected_dates_include_relabelled_history():
@@ -287,7 +313,28 @@ def test_late_events_without_new_dates_rebuild_only_their_windows():
         day(5).date(),
         day(6 + 27).date(),
     )
-    updated = activity_tables(
-        attributed, members, billing([]), CAT, PLANS, CFG, stored=existing, dates=dates
+    updated = update(existing, attributed, members, billing([]), CAT, PLANS, CFG, dates=dates)
+    assert_tables_equal(updated, full_tables(base + late))
+
+
+def test_a_late_first_event_recounts_members_past_the_rebuilt_dates():
+    """u50 joined acc1 on day 45; a late event shows them there on day 3: acc1's member count
+    rises on days 3 to 44, past the MAU window the late date rebuilds (3 + 27 = day 30)."""
+    base = [*random_rows(9), track("u50", "Feature Used", day(45), "acc1", feature="sso")]
+    late = [track("u50", "Report Exported", day(3), "acc1")]
+    existing = full_tables(base)
+    attributed, _, members = pipeline(base + late)
+    dates = affected_dates(make_events(late))
+    recent = attributed.filter(pl.col("event_date") >= dates[0])
+    assert recompute_range(existing.account_daily, dates, recent, members, CFG) == (
+        day(3).date(),
+        day(30).date(),
     )
+    stored = ActivityTables(*(frame.lazy() for frame in existing))
+    rebuilt = activity_tables(
+        attributed, members, billing([]), CAT, PLANS, CFG, stored=stored, dates=dates
+    )
+    assert rebuilt.account_daily.span == (day(3).date(), day(44).date())
+    assert rebuilt.sessions.span == rebuilt.user_daily.span == (day(3).date(), day(30).date())
+    updated = update(existing, attributed, members, billing([]), CAT, PLANS, CFG, dates=dates)
     assert_tables_equal(updated, full_tables(base + late))

@@ -68,6 +68,9 @@ class LakehouseIOManager(dg.ConfigurableIOManager):
                 }
             )
             return
+        if isinstance(obj, lake.DateRows):
+            self._store_dates(context, layer == "marts", name, obj)
+            return
         frame = _collect(obj)
         lake.write_parquet(frame, lake.table_path(self.settings.lake, name))
         if layer == "marts":
@@ -75,11 +78,40 @@ class LakehouseIOManager(dg.ConfigurableIOManager):
                 warehouse.publish(con, name, frame)
         context.add_output_metadata(frame_metadata(frame))
 
+    def _store_dates(
+        self, context: dg.OutputContext, publish: bool, name: str, rows: lake.DateRows
+    ) -> None:
+        """A table stored one file per date: only the dates in the rows' span are replaced, in
+        the lake and in the warehouse (whole when the warehouse has no copy yet)."""
+        written = lake.write_dates(self.settings.lake, name, rows)
+        stored = lake.scan_dates(self.settings.lake, name)
+        if publish:
+            with self.settings.warehouse() as con:
+                if rows.span is None or not warehouse.table_exists(con, name):
+                    warehouse.publish(con, name, stored.collect())
+                else:
+                    between = (rows.date_col, *rows.span)
+                    warehouse.publish(con, name, rows.frame, replace_between=between)
+        replaced = "every date" if rows.span is None else f"{rows.span[0]} to {rows.span[1]}"
+        if rows.span == lake.EMPTY_SPAN:
+            replaced = "none"
+        context.add_output_metadata(
+            {
+                **frame_metadata(rows.frame),
+                "dagster/row_count": dg.MetadataValue.int(stored.select(pl.len()).collect().item()),
+                "rows_written": dg.MetadataValue.int(rows.frame.height),
+                "dates_replaced": replaced,
+                "date_files_written": dg.MetadataValue.int(len(written)),
+            }
+        )
+
     def load_input(self, context: dg.InputContext) -> pl.LazyFrame:
         name = context.asset_key.path[-1]
         if context.has_asset_partitions:
             files = lake.partition_files(self.settings.lake, name, context.asset_partition_keys)
             return pl.scan_parquet(files) if files else pl.LazyFrame()
+        if lake.schema_path(self.settings.lake, name).exists():
+            return lake.scan_dates(self.settings.lake, name)
         path = lake.table_path(self.settings.lake, name)
         if not path.exists():
             raise FileNotFoundError(

@@ -14,11 +14,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import date, timedelta
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import polars as pl
 from pydantic import Field
 
+from plg_pipeline.lib import lake
 from plg_pipeline.lib.catalog import EventCatalog, Role
 from plg_pipeline.lib.configfile import StrictModel, config_path, load_config
 from plg_pipeline.lib.identity import IdentityConfig, identity_key, latest
@@ -453,7 +454,7 @@ def affected_dates(
 
 
 def recompute_range(
-    existing: pl.DataFrame,
+    existing: pl.LazyFrame | pl.DataFrame,
     dates: Iterable[date],
     attributed: pl.LazyFrame,
     account_memberships: pl.LazyFrame,
@@ -464,18 +465,22 @@ def recompute_range(
     From the earliest affected date to the last date an affected MAU window reaches, or to
     the last date in the data when the data grew or an account appeared (their new rows run
     to the end). `attributed` need only hold the events from the first affected date on.
-    sessions and user_daily can be spliced over the same range.
+    sessions and user_daily can be spliced over the same range. Of the stored account_daily
+    (`existing`) only the date column and the last date's accounts are read: every account
+    has a row on the last date. Member counts may change after the range too: activity_tables
+    recounts those stored rows.
     """
     dates = sorted(dates)
     if not dates:
         return None
-    old_last = existing["date"].max() if existing.height else None
+    existing = existing.lazy()
+    old_last = existing.select(pl.col("date").max()).collect().item()
     seen = attributed.select(pl.col("event_date").max()).collect().item()
     last = max(d for d in (seen, old_last) if d is not None)
-    known = existing["account_id"].unique().implode()
+    known = existing.filter(pl.col("date") == old_last).select("account_id")
     new_accounts = (
         account_memberships.lazy()
-        .filter(~pl.col("account_id").is_in(known))
+        .join(known, on="account_id", how="anti")
         .select(pl.len())
         .collect()
         .item()
@@ -484,13 +489,18 @@ def recompute_range(
     return dates[0], last if grew else min(dates[-1] + timedelta(days=cfg.mau_days - 1), last)
 
 
-def splice(
-    existing: pl.DataFrame, fresh: pl.DataFrame, date_col: str, span: tuple[date, date]
-) -> pl.DataFrame:
-    """`existing` with its rows in `span` replaced by `fresh` (rebuilt for exactly that span)."""
-    return pl.concat(
-        [existing.filter(~pl.col(date_col).is_between(*span)), fresh.select(existing.columns)]
+def billing_changed_from(before: pl.DataFrame, now: pl.DataFrame) -> date | None:
+    """The earliest date whose billing columns `now` changes: billing rows added or removed take
+    effect from their own time on (they arrive late and out of order)."""
+    keys = before.columns
+    changed = pl.concat(
+        [
+            before.join(now, on=keys, how="anti", nulls_equal=True),
+            now.join(before, on=keys, how="anti", nulls_equal=True),
+        ]
     )
+    first = changed["occurred_at"].min()
+    return first.date() if first is not None else None
 
 
 def first_date_read(dates: Iterable[date]) -> date:
@@ -499,9 +509,32 @@ def first_date_read(dates: Iterable[date]) -> date:
 
 
 class ActivityTables(NamedTuple):
-    sessions: pl.DataFrame
-    user_daily: pl.DataFrame
-    account_daily: pl.DataFrame
+    """The three activity tables: as DateRows from `activity_tables`, as lazy scans when stored."""
+
+    sessions: Any
+    user_daily: Any
+    account_daily: Any
+
+
+DATE_COLUMNS = ActivityTables("session_date", "date", "date")
+"""Each table's date: the lake stores them one file per date, and updates replace dates."""
+_PRESENCE = ("account_id", "canonical_user_id", "date")
+
+
+def recounted(
+    frame: pl.LazyFrame,
+    account_memberships: pl.LazyFrame,
+    billing_events: pl.LazyFrame,
+    plans: PlanCatalog,
+) -> pl.DataFrame:
+    """Stored account_daily rows with members and the billing columns taken again."""
+    stripped = frame.lazy().drop("members", *_BILLING_COLUMNS)
+    return (
+        _with_billing(_with_members(stripped, account_memberships), billing_events, plans)
+        .select(_column_order(plans))
+        .sort("account_id", "date")
+        .collect()
+    )
 
 
 def activity_tables(
@@ -514,17 +547,20 @@ def activity_tables(
     activations: pl.LazyFrame | None = None,
     stored: ActivityTables | None = None,
     dates: Iterable[date] = (),
+    billing_from: date | None = None,
 ) -> ActivityTables:
-    """sessions, user_daily and account_daily: built from all of `attributed`, or, given the
-    `stored` tables, updated after changes on `dates` (`recompute_range` rebuilt, spliced in).
+    """sessions, user_daily and account_daily as `DateRows`: built whole from `attributed`, or,
+    given the `stored` tables (lazy scans), the rows of the dates to rebuild after changes on
+    `dates` (`recompute_range`), for the caller to put in place of the stored ones.
 
     An update reads only events from a day before the first affected date (sessions may start
     the day before): pass `attributed` built on just those events and, with `activations`
-    (first_activations of all history), nothing older is read at all. The MAU window before
-    that date comes from the stored user_daily, which holds the same user-days the events
-    would give. members and the billing columns are refreshed on every account_daily row: a
-    new membership raises the member count of every later date, and billing rows arrive late
-    and out of order.
+    (first_activations of all history), nothing older is read at all. Of the stored tables it
+    reads the user-days of the MAU window before that date and account_daily's last date, so
+    its cost follows the dates rebuilt, not the history. Member counts change only from the
+    first affected date on (a new link comes with a new event; a merge relabels ids whose
+    events are affected). Billing rows may arrive late for any date: `billing_from`, the
+    earliest date whose billing changed, re-prices the stored account_daily rows from there.
     """
     if stored is None:
         sessions = sessionize(attributed, cfg.sessions).collect()
@@ -536,41 +572,109 @@ def activity_tables(
             attributed, sessions.lazy(), account_memberships, billing_events, catalog, plans, cfg,
             activations=activations,
         )  # fmt: skip
-        return ActivityTables(sessions, users, accounts)
+        return _date_rows(ActivityTables(sessions, users, accounts), None)
     dates = sorted(dates)
-    if not dates:
-        return stored
-    if activations is None:
-        activations = first_activations(attributed, catalog)
-    # attributed once: every step below reads these rows
-    recent, activations = (
-        frame.lazy()
-        for frame in pl.collect_all(
-            [
-                attributed.filter(pl.col("event_date") >= first_date_read(dates)).select(
-                    ATTRIBUTED_COLUMNS
-                ),
-                activations,
-            ]
+    span = None
+    if dates:
+        if activations is None:
+            activations = first_activations(attributed, catalog)
+        recent, activations = (  # attributed once: every step below reads these rows
+            frame.lazy()
+            for frame in pl.collect_all(
+                [
+                    attributed.filter(pl.col("event_date") >= first_date_read(dates)).select(
+                        ATTRIBUTED_COLUMNS
+                    ),
+                    activations,
+                ]
+            )
         )
-    )
-    span = recompute_range(stored.account_daily, dates, recent, account_memberships, cfg)
+        span = recompute_range(stored.account_daily, dates, recent, account_memberships, cfg)
+    if span is None:
+        rebuilt = _date_rows(
+            ActivityTables(*(t.clear().collect() for t in stored)), lake.EMPTY_SPAN
+        )
+    else:
+        rebuilt = _date_rows(
+            _rebuild(recent, account_memberships, billing_events, catalog, plans, cfg, activations,
+                     stored, span),
+            span,
+        )  # fmt: skip
+    refresh = _to_recount(stored.account_daily, account_memberships, dates, span, billing_from)
+    if refresh is None:
+        return rebuilt
+    first, last = refresh if span is None else (min(refresh[0], span[0]), max(refresh[1], span[1]))
+    outside = ~pl.col("date").is_between(*span) if span else pl.lit(True)
+    again = stored.account_daily.filter(pl.col("date").is_between(first, last) & outside)
+    repriced = recounted(again, account_memberships, billing_events, plans)
+    accounts = pl.concat([repriced, rebuilt.account_daily.frame.select(repriced.columns)])
+    return rebuilt._replace(account_daily=lake.DateRows(accounts, "date", (first, last)))
+
+
+def _to_recount(
+    stored: pl.LazyFrame,
+    account_memberships: pl.LazyFrame,
+    dates: list[date],
+    span: tuple[date, date] | None,
+    billing_from: date | None,
+) -> tuple[date, date] | None:
+    """The stored account_daily dates outside `span` whose members or billing columns change.
+
+    Billing changes every date from `billing_from` on. A member count changes from a changed
+    link's first event, an affected date, to the link's old first event, which may be any later
+    date: the stored counts from the first affected date on are compared with the new ones.
+    """
+    found: list[date] = []
+    if billing_from is not None:
+        last = stored.select(pl.col("date").max()).collect().item()
+        if last is not None and billing_from <= last:
+            found += [billing_from, last]
+    if dates:
+        rows = stored.filter(pl.col("date") >= dates[0]).select("account_id", "date", "members")
+        now = _with_members(rows.drop("members"), account_memberships)
+        differ = (
+            rows.join(now, on=["account_id", "date"], suffix="_now")
+            .filter(pl.col("members") != pl.col("members_now"))
+            .select(first=pl.col("date").min(), last=pl.col("date").max())
+            .collect()
+        )
+        found += [d for d in differ.row(0) if d is not None]
+    if not found or (span and all(span[0] <= d <= span[1] for d in found)):
+        return None
+    return min(found), max(found)
+
+
+def _rebuild(
+    recent: pl.LazyFrame,
+    account_memberships: pl.LazyFrame,
+    billing_events: pl.LazyFrame,
+    catalog: EventCatalog,
+    plans: PlanCatalog,
+    cfg: ActivityConfig,
+    activations: pl.LazyFrame,
+    stored: ActivityTables,
+    span: tuple[date, date],
+) -> ActivityTables:
+    """The three tables' rows of the dates in `span`, from the events since the day before it."""
     sessions = sessionize(recent, cfg.sessions, span).collect()
     users = user_daily(
         recent, sessions.lazy(), account_memberships, catalog, plans, cfg, span, activations
     ).collect()
-    spliced_users = splice(stored.user_daily, users, "date", span)
-    presence = spliced_users.lazy().select("account_id", "canonical_user_id", "date")
-    fresh = account_daily(
+    window = span[0] - timedelta(days=cfg.mau_days - 1), span[0] - timedelta(days=1)
+    presence = pl.concat(
+        [
+            stored.user_daily.filter(pl.col("date").is_between(*window)).select(_PRESENCE),
+            users.lazy().select(_PRESENCE),
+        ]
+    )
+    accounts = account_daily(
         recent, sessions.lazy(), account_memberships, billing_events, catalog, plans, cfg, span,
         activations, presence,
     )  # fmt: skip
-    spliced = splice(stored.account_daily, fresh, "date", span).drop("members", *_BILLING_COLUMNS)
-    refreshed = _with_billing(
-        _with_members(spliced.lazy(), account_memberships), billing_events, plans
-    )
+    return ActivityTables(sessions, users, accounts)
+
+
+def _date_rows(tables: ActivityTables, span: tuple[date, date] | None) -> ActivityTables:
     return ActivityTables(
-        splice(stored.sessions, sessions, "session_date", span),
-        spliced_users,
-        refreshed.select(_column_order(plans)).sort("account_id", "date").collect(),
+        *(lake.DateRows(frame, col, span) for frame, col in zip(tables, DATE_COLUMNS, strict=True))
     )

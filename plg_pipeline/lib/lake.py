@@ -10,7 +10,8 @@ import filecmp
 import os
 import uuid
 from collections.abc import Iterable
-from datetime import date
+from dataclasses import dataclass
+from datetime import date, timedelta
 from pathlib import Path
 
 import polars as pl
@@ -73,6 +74,86 @@ def scan_partitions(
     if not files:
         return pl.LazyFrame(schema=schema)
     return pl.scan_parquet(files)
+
+
+def partition_dates(lake_dir: Path | str, table: str) -> list[date]:
+    """The dates that have a partition file of `table`, in order."""
+    return [
+        date.fromisoformat(p.stem.removeprefix("dt=")) for p in partition_files(lake_dir, table)
+    ]
+
+
+def dates_between(first: date, last: date) -> list[date]:
+    return [first + timedelta(days=i) for i in range((last - first).days + 1)]
+
+
+EMPTY_SPAN = (date.max, date.min)
+"""A span holding no date: what an update that changed nothing replaces."""
+
+
+@dataclass(frozen=True)
+class DateRows:
+    """Rows of a table stored as one file per date: all of it, or the dates of one update.
+
+    `span` (first, last) says which dates these rows replace: a date in it without rows has
+    none left. None replaces the whole table. Incremental steps hand back only the dates they
+    rebuilt, so storing an update costs those dates, not the table's history.
+    """
+
+    frame: pl.DataFrame
+    date_col: str
+    span: tuple[date, date] | None = None
+
+    def in_span(self) -> pl.Expr:
+        if self.span is None:
+            return pl.lit(True)
+        return pl.col(self.date_col).is_between(*self.span)
+
+    def apply(self, existing: pl.DataFrame) -> pl.DataFrame:
+        """`existing` (the whole table) with these rows in place: what storing them leaves."""
+        if self.span is None:
+            return self.frame
+        kept = existing.filter(~self.in_span())
+        return pl.concat([kept, self.frame.select(existing.columns)])
+
+
+def write_dates(lake_dir: Path | str, table: str, rows: DateRows) -> list[date]:
+    """Store `rows` as `table/dt=<date>.parquet` files, removing emptied dates; returns the dates
+    written. A date's file is replaced atomically, and an unchanged one keeps its mtime."""
+    outside = rows.frame.filter(~rows.in_span())
+    if outside.height:
+        raise ValueError(f"{table}: {outside.height} rows fall outside the span {rows.span}")
+    parts = rows.frame.partition_by(rows.date_col, as_dict=True, maintain_order=True)
+    written = sorted(key[0] for key in parts)
+    if None in written:
+        raise ValueError(f"{table}: rows without {rows.date_col}")
+    for (day,), frame in parts.items():
+        write_parquet(frame, partition_path(lake_dir, table, day))
+    for day in partition_dates(lake_dir, table):
+        if day not in written and (rows.span is None or rows.span[0] <= day <= rows.span[1]):
+            partition_path(lake_dir, table, day).unlink()
+    write_parquet(rows.frame.clear(), schema_path(lake_dir, table))
+    table_path(lake_dir, table).unlink(missing_ok=True)  # a single-file copy from an older version
+    return written
+
+
+def schema_path(lake_dir: Path | str, table: str) -> Path:
+    """A date-partitioned table's empty file: its columns, and the mark that it exists."""
+    return Path(lake_dir) / table / "_schema.parquet"
+
+
+def scan_dates(
+    lake_dir: Path | str, table: str, first: date | None = None, last: date | None = None
+) -> pl.LazyFrame:
+    """The partition files of `table` from `first` to `last` (open ends: every date)."""
+    if not schema_path(lake_dir, table).exists():
+        raise FileNotFoundError(f"{Path(lake_dir) / table} has not been written")
+    files = [
+        partition_path(lake_dir, table, day)
+        for day in partition_dates(lake_dir, table)
+        if (first is None or day >= first) and (last is None or day <= last)
+    ]
+    return pl.scan_parquet(files or schema_path(lake_dir, table))
 
 
 def scan_table(lake_dir: Path | str, table: str, schema: dict[str, pl.DataType]) -> pl.LazyFrame:

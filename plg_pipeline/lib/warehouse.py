@@ -56,27 +56,34 @@ def publish(
     frame: pl.DataFrame,
     *,
     replace_where: tuple[str, object] | None = None,
+    replace_between: tuple[str, object, object] | None = None,
     schema: str = SCHEMA,
 ) -> int:
     """Write `frame` to `schema.table` in one transaction; returns the table's row count.
 
-    Without `replace_where` the table is replaced whole. With `(column, value)` only the rows
-    whose column equals value are replaced (one partition), so re-running a partition never
-    duplicates it.
+    Without `replace_where` or `replace_between` the table is replaced whole. With
+    `(column, value)` only the rows whose column equals value are replaced (one partition), with
+    `(column, first, last)` those from first to last, so re-running a step never duplicates rows.
     """
     target = f"{_ident(schema)}.{_ident(table)}"
     con.register("_publish_frame", frame.to_arrow())
     con.execute("begin transaction")
     try:
         con.execute(f"create schema if not exists {_ident(schema)}")
-        if replace_where is None:
+        if replace_where is None and replace_between is None:
             con.execute(f"create or replace table {target} as select * from _publish_frame")
         else:
-            column, value = replace_where
             con.execute(
                 f"create table if not exists {target} as select * from _publish_frame limit 0"
             )
-            con.execute(f"delete from {target} where {_ident(column)} = ?", [value])
+            if replace_where is not None:
+                column, value = replace_where
+                con.execute(f"delete from {target} where {_ident(column)} = ?", [value])
+            if replace_between is not None:
+                column, first, last = replace_between
+                con.execute(
+                    f"delete from {target} where {_ident(column)} between ? and ?", [first, last]
+                )
             con.execute(f"insert into {target} by name select * from _publish_frame")
         con.execute("commit")
     except Exception:

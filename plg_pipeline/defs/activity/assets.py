@@ -87,20 +87,19 @@ def activity_tables(
         events_seen=lake.fingerprints(settings.lake, "events"),
         identity=ids.select("id", "canonical_user_id"),
         opted_out=opted_out.sort("canonical_user_id"),
-        inputs=_fingerprint(cfg, catalog, plans, billing=billing),
+        config_digest=_digest(cfg, catalog, plans),
+        billing=billing.collect(),
         activation_candidates=pl.DataFrame(),
     )
     added, rewritten = (
         lake.changed_files(state.events_seen, now.events_seen) if state else ([], True)
     )
-    # billing rows are re-applied to every row when dates are spliced; alone, they need a rebuild
     why_full = [
         why
         for why, applies in (
             ("no stored state", state is None),
             ("stored tables missing", not _has_outputs(settings)),
             ("event partitions rewritten", state is not None and rewritten),
-            ("billing changed alone", state and not added and state.inputs[1] != now.inputs[1]),
             ("config or consent changed", state is not None and not state.same_basis(now)),
         )
         if applies
@@ -122,14 +121,15 @@ def activity_tables(
             pl.col("canonical_user_id") != pl.col("canonical_user_id_now")
         )
         dates = activity.affected_dates(new_events, relabelled, events) if added else []
-        stored = activity.ActivityTables(
-            *(pl.read_parquet(lake.table_path(settings.lake, t)) for t in TABLES)
-        )
+        stored = activity.ActivityTables(*(lake.scan_dates(settings.lake, t) for t in TABLES))
         # attribute only the events the update reads
         since = activity.first_date_read(dates) if dates else None
         recent = events.filter(pl.col("event_date") >= since) if dates else events
-        tables = activity.activity_tables(consenting(recent), *args, stored, dates)
-        mode = f"incremental: {len(added)} new day(s), {len(dates)} date(s) rebuilt"
+        billing_from = activity.billing_changed_from(state.billing, now.billing)
+        tables = activity.activity_tables(consenting(recent), *args, stored, dates, billing_from)
+        mode = f"incremental: {len(added)} new day(s), {len(dates)} date(s) affected"
+        if billing_from is not None:
+            mode += f", billing changed from {billing_from}"
     else:
         tables = activity.activity_tables(consenting(events), *args)
         mode = f"full: {why_full[0]}"
@@ -141,8 +141,8 @@ def activity_tables(
         account_daily,
         "account_daily",
         metadata={
-            "accounts": dg.MetadataValue.int(account_daily["account_id"].n_unique()),
-            "days": dg.MetadataValue.int(account_daily["date"].n_unique()),
+            "accounts_rebuilt": dg.MetadataValue.int(account_daily.frame["account_id"].n_unique()),
+            "days_rebuilt": dg.MetadataValue.int(account_daily.frame["date"].n_unique()),
             "opted_out_users_excluded": dg.MetadataValue.int(opted_out.height),
             "mode": mode,
         },
@@ -170,16 +170,15 @@ def activity_tables(
 
 
 def _has_outputs(settings: PipelineSettings) -> bool:
-    return all(lake.table_path(settings.lake, t).exists() for t in TABLES)
+    return all(lake.schema_path(settings.lake, t).exists() for t in TABLES)
 
 
-def _fingerprint(*models, billing: pl.LazyFrame) -> tuple[str, str]:
-    """(config digest, billing digest): config changes every row; billing is refreshed on splice."""
+def _digest(*models) -> str:
+    """What every row depends on: a change of config rebuilds the tables whole."""
     digest = hashlib.sha256()
     for model in models:
         digest.update(model.model_dump_json().encode())
-    billing_digest = hashlib.sha256(billing.collect().hash_rows(seed=0).sort().to_numpy().tobytes())
-    return digest.hexdigest(), billing_digest.hexdigest()
+    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -189,27 +188,29 @@ class ActivityState:
     events_seen: pl.DataFrame
     identity: pl.DataFrame
     opted_out: pl.DataFrame
-    inputs: tuple[str, str]  # (config digest, billing digest)
+    config_digest: str
+    billing: pl.DataFrame
+    """The billing rows the stored account_daily was priced with: a change re-prices from the
+    earliest date it touches."""
     activation_candidates: pl.DataFrame
     """activity.activation_candidates of the events seen: first activations without history."""
 
     def same_basis(self, other: "ActivityState") -> bool:
-        return self.inputs[0] == other.inputs[0] and self.opted_out.equals(other.opted_out)
+        return self.config_digest == other.config_digest and self.opted_out.equals(other.opted_out)
 
     def write(self, directory: Path) -> None:
-        lake.write_parquet(self.events_seen, lake.table_path(directory, "events_seen"))
-        lake.write_parquet(self.identity, lake.table_path(directory, "identity"))
-        lake.write_parquet(self.opted_out, lake.table_path(directory, "opted_out"))
-        lake.write_parquet(self.activation_candidates, lake.table_path(directory, CANDIDATES))
-        (directory / "inputs.sha256").write_text("\n".join(self.inputs))
+        for name in FRAMES:
+            lake.write_parquet(getattr(self, name), lake.table_path(directory, name))
+        (directory / "config.sha256").write_text(self.config_digest)
 
     @classmethod
     def read(cls, directory: Path) -> "ActivityState | None":
-        names = ("events_seen", "identity", "opted_out", CANDIDATES)
-        files = [lake.table_path(directory, n) for n in names]
-        marker = directory / "inputs.sha256"
-        if not marker.exists() or not all(f.exists() for f in files):
+        files = {name: lake.table_path(directory, name) for name in FRAMES}
+        marker = directory / "config.sha256"
+        if not marker.exists() or not all(f.exists() for f in files.values()):
             return None
-        config_digest, billing_digest = marker.read_text().split("\n")
-        events_seen, ids, opted_out, candidates = (pl.read_parquet(f) for f in files)
-        return cls(events_seen, ids, opted_out, (config_digest, billing_digest), candidates)
+        frames = {name: pl.read_parquet(f) for name, f in files.items()}
+        return cls(config_digest=marker.read_text(), **frames)
+
+
+FRAMES = ("events_seen", "identity", "opted_out", "billing", CANDIDATES)
