@@ -25,7 +25,6 @@ from plg_pipeline.lib.pii import JsonScrubber, hash_emails, hmac_hex, mask_email
 from plg_pipeline.lib.schemas import (
     EVENT_TYPES,
     EVENTS_SCHEMA,
-    QUARANTINE_SCHEMA,
     EventsValidated,
     Quarantine,
     parse_utc,
@@ -631,6 +630,42 @@ def _curate(
     return out.cast(EVENTS_SCHEMA)
 
 
+@dataclass(frozen=True)
+class _FileIngest:
+    events: pl.DataFrame  # curated, before the day's duplicates are dropped
+    quarantine: pl.DataFrame  # source_file, line, reason, raw
+    rows_in: int
+    erased: int
+
+
+def _ingest_file(
+    path: Path,
+    rel: str,
+    dt: date,
+    catalog: EventCatalog,
+    hash_key: str,
+    config: IngestConfig,
+    erased_id_hashes: frozenset[str],
+) -> _FileIngest:
+    """One file read, validated and curated: every step is per row or per distinct value, so a
+    day's files are independent until its duplicates are dropped."""
+    parsed, rejected = _read_file(path, rel)
+    rows = _validate(pl.concat([_empty_parsed(), parsed]), dt, config)
+    erased = _erased(rows, hash_key, erased_id_hashes)
+    kept = rows.filter(~erased)
+    # Columns _curate does not read are dropped before the row filters copy them.
+    accepted = kept.filter(pl.col("reason").is_null()).drop(
+        "raw", "action", "timestamp", "receivedAt", "type_error", "reason"
+    )
+    failed = kept.filter(pl.col("reason").is_not_null()).select(rejected.columns)
+    return _FileIngest(
+        events=_curate(accepted, dt, catalog, hash_key),
+        quarantine=pl.concat([rejected, failed]),
+        rows_in=rows.height + rejected.height,
+        erased=int(erased.sum()),
+    )
+
+
 def ingest_arrival_day(
     raw_dir: Path | str,
     dt: date,
@@ -649,43 +684,31 @@ def ingest_arrival_day(
     files = sorted(
         p for p in folder.rglob("*") if p.is_file() and not p.name.startswith((".", "_"))
     )
-    # Files are parsed in parallel: the work is in Polars' native readers, which release the GIL.
+
+    def one(path: Path) -> _FileIngest:
+        rel = path.relative_to(raw_dir).as_posix()
+        return _ingest_file(path, rel, dt, catalog, hash_key, config, erased_id_hashes)
+
+    # Files go through in parallel: the work is in Polars, which releases the GIL.
     with ThreadPoolExecutor(max_workers=READERS) as pool:
-        read = list(pool.map(lambda p: _read_file(p, p.relative_to(raw_dir).as_posix()), files))
-    parsed, rejected = [ok for ok, _ in read], [bad for _, bad in read]
-    rows = _validate(pl.concat([_empty_parsed(), *parsed]), dt, config)
-    erased = _erased(rows, hash_key, erased_id_hashes)
-    kept = rows.filter(~erased)
-    # Columns _curate does not read are dropped before the row filters copy them.
-    accepted = kept.filter(pl.col("reason").is_null()).drop(
-        "raw", "action", "timestamp", "receivedAt", "type_error", "reason"
-    )
-    first = accepted["messageId"].is_first_distinct()
-    events = _curate(accepted.filter(first), dt, catalog, hash_key)
+        done = list(pool.map(one, files))
+    curated = pl.concat([f.events for f in done]) if done else pl.DataFrame(schema=EVENTS_SCHEMA)
+    # a retry within the day: the first copy in file and line order stays
+    events = curated.filter(pl.col("event_id").is_first_distinct())
     quarantine = quarantine_frame(
-        pl.concat(
-            [
-                pl.DataFrame(
-                    schema={
-                        k: QUARANTINE_SCHEMA[k] for k in ("source_file", "line", "reason", "raw")
-                    }
-                ),
-                *rejected,
-                kept.filter(pl.col("reason").is_not_null()).select(
-                    "source_file", "line", "reason", "raw"
-                ),
-            ]
-        ).sort("source_file", "line"),
+        pl.concat([_problem_rows("", []), *(f.quarantine for f in done)]).sort(
+            "source_file", "line"
+        ),
         source="events",
         arrival_date=dt,
     )
     stats = {
         "files": len(files),
-        "rows_in": rows.height + sum(r.height for r in rejected),
+        "rows_in": sum(f.rows_in for f in done),
         "accepted": events.height,
         "quarantined": quarantine.height,
-        "duplicates_in_day": accepted.height - events.height,
-        "erased": int(erased.sum()),
+        "duplicates_in_day": curated.height - events.height,
+        "erased": sum(f.erased for f in done),
     }
     return DayIngest(EventsValidated.validate(events), Quarantine.validate(quarantine), stats)
 
