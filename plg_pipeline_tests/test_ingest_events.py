@@ -11,6 +11,8 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from plg_pipeline.lib.catalog import load_catalog
 from plg_pipeline.lib.configfile import ConfigError
@@ -343,6 +345,20 @@ def test_drop_seen_removes_ids_from_earlier_days(tmp_path):
     assert dropped == 2
     none_seen, zero = drop_seen(day_events, pl.LazyFrame(schema={"event_id": pl.String}))
     assert none_seen.equals(day_events) and zero == 0
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    day_ids=st.lists(st.text("ab\u00e9", max_size=4), max_size=40),
+    earlier_ids=st.lists(st.text("ab\u00e9", max_size=4), max_size=40),
+)
+def test_drop_seen_is_an_order_keeping_anti_join(day_ids, earlier_ids):
+    day_events = pl.DataFrame({"event_id": day_ids, "i": range(len(day_ids))})
+    earlier = pl.LazyFrame({"event_id": earlier_ids}, schema={"event_id": pl.String})
+    kept, dropped = drop_seen(day_events, earlier)
+    want = [(e, i) for i, e in enumerate(day_ids) if e not in set(earlier_ids)]
+    assert kept.rows() == want
+    assert dropped == len(day_ids) - len(want)
 
 
 def test_erased_people_are_removed_and_counted(tmp_path):

@@ -92,6 +92,7 @@ JSON_SUFFIXES = (".jsonl", ".ndjson", ".json")
 SPLIT = 16
 GZIP_CHUNK = 1 << 20
 READERS = 2
+_DEDUP_SEED = 7
 
 
 @dataclass(frozen=True)
@@ -116,8 +117,14 @@ def arrival_days(raw_dir: Path | str) -> list[date]:
 
 def drop_seen(day_events: pl.DataFrame, earlier_ids: pl.LazyFrame) -> tuple[pl.DataFrame, int]:
     """Drop events whose messageId already arrived on an earlier day (a late client retry)."""
-    seen = earlier_ids.select("event_id").collect()
-    kept = day_events.join(seen, on="event_id", how="anti", maintain_order="left")
+    seen = earlier_ids.select("event_id").collect()["event_id"]
+    ids = day_events["event_id"]
+    # 64-bit hashes find the few candidates cheaply; comparing their text makes it exact
+    maybe = ids.hash(seed=_DEDUP_SEED).is_in(seen.hash(seed=_DEDUP_SEED).implode())
+    if not maybe.any():
+        return day_events, 0
+    repeats = seen.filter(seen.is_in(ids.filter(maybe).implode()))
+    kept = day_events.filter(~(maybe & ids.is_in(repeats.implode())))
     return kept, day_events.height - kept.height
 
 
