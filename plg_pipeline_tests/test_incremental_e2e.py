@@ -39,6 +39,10 @@ def runs(tmp_path_factory):
     stepwise = world.with_warehouse(base / "stepwise" / "warehouse.duckdb")
     whole = world.with_warehouse(base / "whole" / "warehouse.duckdb")
     first = materialize(stepwise, end=world.days[15])
+    # a billing row that comes with the later days but takes effect before the dates they touch
+    with (world.raw / "billing" / "subscription_events.csv").open("a") as fh:
+        fh.write(f"sub_late_1,{_an_account(stepwise)},{world.days[2]}T12:00:00Z,business,25,500.0,"
+                 "active,upgrade,0.0\n")  # fmt: skip
     second = materialize(stepwise)
     full = materialize(whole)
     for result in (first, second, full):
@@ -46,9 +50,18 @@ def runs(tmp_path_factory):
     return stepwise, whole, second
 
 
+def _an_account(world) -> str:
+    """An account the first run has account_daily rows for from the world's third day."""
+    rows = lake.scan_dates(world.lake, "account_daily", world.days[2], world.days[2]).collect()
+    return rows["account_id"].min()
+
+
 def test_second_run_merges_new_days_incrementally(runs):
-    _, _, second = runs
-    assert _mode(second).startswith("incremental:"), _mode(second)
+    stepwise, _, second = runs
+    mode = _mode(second)
+    assert mode.startswith("incremental:"), mode
+    # the late billing row re-priced the stored rows from its date, without a rebuild
+    assert f"billing changed from {stepwise.days[2]}" in mode, mode
 
 
 @pytest.mark.parametrize("table", sorted(TABLES))
