@@ -18,7 +18,7 @@ select
     coalesce(velocity.expanding_accounts, 0) as expanding_accounts,
     coalesce(velocity.expanding_share, 0) as expanding_share,
     coalesce(velocity.expansion_mrr_per_account, 0) as expansion_mrr_per_account,
-    sum(coalesce(velocity.expansion_mrr, 0)) over cohort_to_date / nrr.cohort_accounts
+    {{ money_sum("coalesce(velocity.expansion_mrr, 0)", over="cohort_to_date") }} / nrr.cohort_accounts
         as cumulative_expansion_mrr_per_account,
     nrr.nrr,
     nrr.grr

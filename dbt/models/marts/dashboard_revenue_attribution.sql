@@ -31,7 +31,7 @@ account_outcomes as (
         account_groups.attribution_group,
         account_groups.account_id,
         count(paid_increases.event_id) > 0 as is_upgraded,
-        coalesce(sum(paid_increases.mrr_delta), 0) as expansion_mrr
+        coalesce({{ money_sum("paid_increases.mrr_delta") }}, 0) as expansion_mrr
     from account_groups
     left join paid_increases
         on account_groups.account_id = paid_increases.account_id
@@ -48,8 +48,10 @@ by_program as (
         count(*) filter (where attribution_group = 'holdout') as holdout_accounts,
         count(*) filter (where attribution_group = 'triggered' and is_upgraded) as triggered_upgraded,
         count(*) filter (where attribution_group = 'holdout' and is_upgraded) as holdout_upgraded,
-        coalesce(sum(expansion_mrr) filter (where attribution_group = 'triggered'), 0) as triggered_expansion_mrr,
-        coalesce(sum(expansion_mrr) filter (where attribution_group = 'holdout'), 0) as holdout_expansion_mrr
+        coalesce({{ money_sum("case when attribution_group = 'triggered' then expansion_mrr end") }}, 0)
+            as triggered_expansion_mrr,
+        coalesce({{ money_sum("case when attribution_group = 'holdout' then expansion_mrr end") }}, 0)
+            as holdout_expansion_mrr
     from account_outcomes
     group by trigger_month, program
 ),

@@ -31,7 +31,7 @@ cohort_months as (
         {{ money_sum("least(movements.ending_mrr, cohorts.cohort_starting_mrr)") }} as retained_mrr,
         -- movements after the acquisition month (that month's revenue is the starting point)
         {%- for component in components %}
-        sum(case when movements.revenue_month > cohorts.cohort_month then movements.{{ component }} else 0 end)
+        {{ money_sum("case when movements.revenue_month > cohorts.cohort_month then movements." ~ component ~ " else 0 end") }}
             as {{ component }}{% if not loop.last %},{% endif %}
         {%- endfor %}
     from cohorts
@@ -51,7 +51,7 @@ cumulative as (
         ending_mrr,
         retained_mrr,
         {%- for component in components %}
-        sum({{ component }}) over cohort_to_date as {{ component }}{% if not loop.last %},{% endif %}
+        {{ money_sum(component, over="cohort_to_date") }} as {{ component }}{% if not loop.last %},{% endif %}
         {%- endfor %}
     from cohort_months
     window cohort_to_date as (partition by cohort_month order by revenue_month)

@@ -26,7 +26,7 @@ outcomes as (
         entries.as_of_date,
         entries.tier,
         min(paid_increases.occurred_date) as first_upgrade_date,
-        coalesce(sum(paid_increases.mrr_delta), 0) as upgrade_mrr
+        coalesce({{ money_sum("paid_increases.mrr_delta") }}, 0) as upgrade_mrr
     from entries
     left join paid_increases
         on entries.account_id = paid_increases.account_id
@@ -43,7 +43,7 @@ select
     count(*) as pql_entries,
     count(outcomes.first_upgrade_date) as converted_entries,
     count(outcomes.first_upgrade_date) / count(*) as conversion_rate,
-    sum(outcomes.upgrade_mrr) as upgrade_mrr,
+    {{ money_sum("outcomes.upgrade_mrr") }} as upgrade_mrr,
     median(outcomes.first_upgrade_date - outcomes.as_of_date) as median_days_to_upgrade
 from outcomes
 left join accounts on outcomes.account_id = accounts.account_id
