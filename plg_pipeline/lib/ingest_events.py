@@ -91,7 +91,7 @@ NOT_A_STRING = r"^(?:-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?|true|false)$|^[\[{]"
 JSON_SUFFIXES = (".jsonl", ".ndjson", ".json")
 SPLIT = 16
 GZIP_CHUNK = 1 << 20
-READERS = 2
+READERS = 3  # files of a day at once: one day of three 78k-line files 0.86 -> 0.81 s over 2
 _DEDUP_SEED = 7
 
 
