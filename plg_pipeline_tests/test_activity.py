@@ -338,3 +338,17 @@ def test_a_late_first_event_recounts_members_past_the_rebuilt_dates():
     assert rebuilt.sessions.span == rebuilt.user_daily.span == (day(3).date(), day(30).date())
     updated = update(existing, attributed, members, billing([]), CAT, PLANS, CFG, dates=dates)
     assert_tables_equal(updated, full_tables(base + late))
+
+
+@pytest.mark.parametrize("on", [59, 10])  # after every stored day; inside them
+def test_a_role_change_reaches_every_stored_day_of_that_user(on):
+    """is_admin follows the user's latest role: promoting u3 changes all their stored user-days,
+    before and after the dates the promotion's own day rebuilds."""
+    base = random_rows(10)
+    late = [{"type": "identify", "user_id": "u3", "role": "admin", "event_time": day(on, 12)}]
+    existing = full_tables(base)
+    assert not existing.user_daily.filter(pl.col("canonical_user_id") == "u3")["is_admin"].any()
+    attributed, _, members = pipeline(base + late)
+    dates = affected_dates(make_events(late))
+    updated = update(existing, attributed, members, billing([]), CAT, PLANS, CFG, dates=dates)
+    assert_tables_equal(updated, full_tables(base + late))

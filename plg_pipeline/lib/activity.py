@@ -242,23 +242,34 @@ def user_daily(
         .group_by("canonical_user_id", "account_id", date="session_date")
         .agg(sessions=pl.len().cast(pl.Int64), session_seconds=_exact_seconds_sum("duration_s"))
     )
-    admins = (
-        account_memberships.lazy()
-        .filter(pl.col("role").is_in(cfg.admin_roles))
-        .select("canonical_user_id", "account_id", is_admin=pl.lit(True))
-    )
     return (
         per_day.join(session_days, on=keys, how="left")
-        .join(admins, on=["canonical_user_id", "account_id"], how="left")
+        .pipe(_with_admin, account_memberships, cfg)
         .join(activations, on="canonical_user_id", how="left")
         .with_columns(
             pl.col("sessions").fill_null(0),
             pl.col("session_seconds").fill_null(0.0),
-            pl.col("is_admin").fill_null(False),
             activated=(pl.col("activation_date") <= pl.col("date")).fill_null(False),
         )
         .drop("activation_date", "activation_account")
     )
+
+
+def _admins(account_memberships: pl.LazyFrame, cfg: ActivityConfig) -> pl.LazyFrame:
+    return (
+        account_memberships.lazy()
+        .filter(pl.col("role").is_in(cfg.admin_roles))
+        .select("canonical_user_id", "account_id", is_admin=pl.lit(True))
+    )
+
+
+def _with_admin(
+    frame: pl.LazyFrame, account_memberships: pl.LazyFrame, cfg: ActivityConfig
+) -> pl.LazyFrame:
+    """is_admin: the user's latest role in the account is an admin role (on every date)."""
+    return frame.join(
+        _admins(account_memberships, cfg), on=["canonical_user_id", "account_id"], how="left"
+    ).with_columns(pl.col("is_admin").fill_null(False))
 
 
 def _rolling_marks(presence: pl.LazyFrame, windows: dict[str, int]) -> pl.LazyFrame:
@@ -600,6 +611,7 @@ def activity_tables(
                      stored, span),
             span,
         )  # fmt: skip
+    rebuilt = _with_roles_reflagged(rebuilt, stored.user_daily, account_memberships, cfg)
     refresh = _to_recount(stored.account_daily, account_memberships, dates, span, billing_from)
     if refresh is None:
         return rebuilt
@@ -609,6 +621,40 @@ def activity_tables(
     repriced = recounted(again, account_memberships, billing_events, plans)
     accounts = pl.concat([repriced, rebuilt.account_daily.frame.select(repriced.columns)])
     return rebuilt._replace(account_daily=lake.DateRows(accounts, "date", (first, last)))
+
+
+def _with_roles_reflagged(
+    rebuilt: ActivityTables,
+    stored: pl.LazyFrame,
+    account_memberships: pl.LazyFrame,
+    cfg: ActivityConfig,
+) -> ActivityTables:
+    """A role change flips is_admin on every stored day of that user and account: the stored
+    user_daily rows of those days, outside the rebuilt ones, are re-flagged (only then read)."""
+    keys = ["canonical_user_id", "account_id"]
+    flags = stored.group_by(keys).agg(
+        pl.col("is_admin").first(), first=pl.col("date").min(), last=pl.col("date").max()
+    )
+    now = _admins(account_memberships, cfg).rename({"is_admin": "now"})
+    changed = (
+        flags.join(now, on=keys, how="left")
+        .filter(pl.col("is_admin") != pl.col("now").fill_null(False))
+        .select(pl.col("first").min(), pl.col("last").max())
+        .collect()
+    )
+    first, last = changed.row(0)
+    users = rebuilt.user_daily
+    span = users.span if users.span != lake.EMPTY_SPAN else None
+    if first is None or (span and span[0] <= first and last <= span[1]):
+        return rebuilt
+    if span:
+        first, last = min(first, span[0]), max(last, span[1])
+    outside = ~pl.col("date").is_between(*span) if span else pl.lit(True)
+    again = stored.filter(pl.col("date").is_between(first, last) & outside)
+    columns = users.frame.columns
+    reflagged = _with_admin(again.drop("is_admin"), account_memberships, cfg).select(columns)
+    frame = pl.concat([reflagged.collect(), users.frame])
+    return rebuilt._replace(user_daily=lake.DateRows(frame, "date", (first, last)))
 
 
 def _to_recount(
