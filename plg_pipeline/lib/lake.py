@@ -10,12 +10,14 @@ import filecmp
 import os
 import uuid
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
 
 import polars as pl
 
+WRITERS = 4
 COMPRESSION = "lz4"
 """The lake is a working store on local disk: lz4 writes twice as fast as zstd and reads faster,
 for files about 1.4x larger (measured on a day of events and the sessions table)."""
@@ -123,12 +125,13 @@ def write_dates(lake_dir: Path | str, table: str, rows: DateRows) -> list[date]:
     outside = rows.frame.filter(~rows.in_span())
     if outside.height:
         raise ValueError(f"{table}: {outside.height} rows fall outside the span {rows.span}")
+    if rows.frame[rows.date_col].null_count():
+        raise ValueError(f"{table}: rows without {rows.date_col}")
     parts = rows.frame.partition_by(rows.date_col, as_dict=True, maintain_order=True)
     written = sorted(key[0] for key in parts)
-    if None in written:
-        raise ValueError(f"{table}: rows without {rows.date_col}")
-    for (day,), frame in parts.items():
-        write_parquet(frame, partition_path(lake_dir, table, day))
+    with ThreadPoolExecutor(max_workers=WRITERS) as pool:  # Parquet writes and fsync free the GIL
+        list(pool.map(lambda kv: write_parquet(kv[1], partition_path(lake_dir, table, kv[0][0])),
+                      parts.items()))  # fmt: skip
     for day in partition_dates(lake_dir, table):
         if day not in written and (rows.span is None or rows.span[0] <= day <= rows.span[1]):
             partition_path(lake_dir, table, day).unlink()
