@@ -93,6 +93,13 @@ def assert_tables_equal(got: ActivityTables, want: ActivityTables) -> None:
         assert_frame_equal(a.sort(keys), b.sort(keys), check_exact=True)
 
 
+def with_late(base: list[dict], late: list[dict]):
+    """The tables stored for `base`, and what an update for the `late` rows reads: the
+    attributed events and memberships of both, and the dates the late rows affect."""
+    attributed, _, members = pipeline(base + late)
+    return full_tables(base), attributed, members, affected_dates(make_events(late))
+
+
 def day(n: int, hh: int = 9, mm: int = 0) -> datetime:
     return (D0 + timedelta(days=n)).replace(hour=hh, minute=mm)
 
@@ -304,9 +311,7 @@ def test_late_events_without_new_dates_rebuild_only_their_windows():
         track("u3", "Report Exported", day(5, 23, 59), "acc1"),
         track("u77", "Feature Used", day(6, 0, 5), "acc1", feature="sso"),  # a new member of acc1
     ]
-    existing = full_tables(base)
-    attributed, _, members = pipeline(base + late)
-    dates = affected_dates(make_events(late))
+    existing, attributed, members, dates = with_late(base, late)
     # only the events from the first affected date on are needed to find the range
     recent = attributed.filter(pl.col("event_date") >= dates[0])
     assert recompute_range(existing.account_daily, dates, recent, members, CFG) == (
@@ -322,9 +327,7 @@ def test_a_late_first_event_recounts_members_past_the_rebuilt_dates():
     rises on days 3 to 44, past the MAU window the late date rebuilds (3 + 27 = day 30)."""
     base = [*random_rows(9), track("u50", "Feature Used", day(45), "acc1", feature="sso")]
     late = [track("u50", "Report Exported", day(3), "acc1")]
-    existing = full_tables(base)
-    attributed, _, members = pipeline(base + late)
-    dates = affected_dates(make_events(late))
+    existing, attributed, members, dates = with_late(base, late)
     recent = attributed.filter(pl.col("event_date") >= dates[0])
     assert recompute_range(existing.account_daily, dates, recent, members, CFG) == (
         day(3).date(),
@@ -346,9 +349,7 @@ def test_a_role_change_reaches_every_stored_day_of_that_user(on):
     before and after the dates the promotion's own day rebuilds."""
     base = random_rows(10)
     late = [{"type": "identify", "user_id": "u3", "role": "admin", "event_time": day(on, 12)}]
-    existing = full_tables(base)
+    existing, attributed, members, dates = with_late(base, late)
     assert not existing.user_daily.filter(pl.col("canonical_user_id") == "u3")["is_admin"].any()
-    attributed, _, members = pipeline(base + late)
-    dates = affected_dates(make_events(late))
     updated = update(existing, attributed, members, billing([]), CAT, PLANS, CFG, dates=dates)
     assert_tables_equal(updated, full_tables(base + late))

@@ -532,7 +532,7 @@ DATE_COLUMNS = ActivityTables("session_date", "date", "date")
 _PRESENCE = ("account_id", "canonical_user_id", "date")
 
 
-def recounted(
+def _recounted(
     frame: pl.LazyFrame,
     account_memberships: pl.LazyFrame,
     billing_events: pl.LazyFrame,
@@ -568,10 +568,10 @@ def activity_tables(
     the day before): pass `attributed` built on just those events and, with `activations`
     (first_activations of all history), nothing older is read at all. Of the stored tables it
     reads the user-days of the MAU window before that date and account_daily's last date, so
-    its cost follows the dates rebuilt, not the history. Member counts change only from the
-    first affected date on (a new link comes with a new event; a merge relabels ids whose
-    events are affected). Billing rows may arrive late for any date: `billing_from`, the
-    earliest date whose billing changed, re-prices the stored account_daily rows from there.
+    its cost follows the dates rebuilt, not the history. Stored rows outside the rebuilt dates
+    change in three ways, and only those columns are refreshed: member counts (a late first
+    event moves a link's start earlier), billing (`billing_from`, the earliest date a changed
+    billing row takes effect) and is_admin (a role change holds for every day of that user).
     """
     if stored is None:
         sessions = sessionize(attributed, cfg.sessions).collect()
@@ -615,12 +615,20 @@ def activity_tables(
     refresh = _to_recount(stored.account_daily, account_memberships, dates, span, billing_from)
     if refresh is None:
         return rebuilt
-    first, last = refresh if span is None else (min(refresh[0], span[0]), max(refresh[1], span[1]))
-    outside = ~pl.col("date").is_between(*span) if span else pl.lit(True)
-    again = stored.account_daily.filter(pl.col("date").is_between(first, last) & outside)
-    repriced = recounted(again, account_memberships, billing_events, plans)
+    (first, last), again = _around(stored.account_daily, refresh, span)
+    repriced = _recounted(again, account_memberships, billing_events, plans)
     accounts = pl.concat([repriced, rebuilt.account_daily.frame.select(repriced.columns)])
     return rebuilt._replace(account_daily=lake.DateRows(accounts, "date", (first, last)))
+
+
+def _around(
+    stored: pl.LazyFrame, found: tuple[date, date], span: tuple[date, date] | None
+) -> tuple[tuple[date, date], pl.LazyFrame]:
+    """The dates from `found` through the rebuilt `span` (one range, as DateRows replace whole
+    dates), and the stored rows in them outside `span`: the ones to refresh and write again."""
+    first, last = found if span is None else (min(found[0], span[0]), max(found[1], span[1]))
+    outside = ~pl.col("date").is_between(*span) if span else pl.lit(True)
+    return (first, last), stored.filter(pl.col("date").is_between(first, last) & outside)
 
 
 def _with_roles_reflagged(
@@ -647,10 +655,7 @@ def _with_roles_reflagged(
     span = users.span if users.span != lake.EMPTY_SPAN else None
     if first is None or (span and span[0] <= first and last <= span[1]):
         return rebuilt
-    if span:
-        first, last = min(first, span[0]), max(last, span[1])
-    outside = ~pl.col("date").is_between(*span) if span else pl.lit(True)
-    again = stored.filter(pl.col("date").is_between(first, last) & outside)
+    (first, last), again = _around(stored, (first, last), span)
     columns = users.frame.columns
     reflagged = _with_admin(again.drop("is_admin"), account_memberships, cfg).select(columns)
     frame = pl.concat([reflagged.collect(), users.frame])
