@@ -151,13 +151,10 @@ def account_daily_stage(
     cfg, catalog, plans = activity.load_activity_config(), load_catalog(), load_plans(raw)
     billing = pl.scan_parquet(lake.table_path(out, "billing_events"))
     ev, sess, mem = attributed.lazy(), sessions.lazy(), members.lazy()
-    user_daily = activity.user_daily(
-        ev, sess, mem, catalog, plans, cfg, activations=activations
-    ).collect()
-    lake.write_dates(out, "user_daily", lake.DateRows(user_daily, "date"))
-    daily = activity.account_daily(
+    user_daily, daily = activity.daily_tables(
         ev, sess, mem, billing, catalog, plans, cfg, activations=activations
     )
+    lake.write_dates(out, "user_daily", lake.DateRows(user_daily, "date"))
     lake.write_dates(out, "account_daily", lake.DateRows(daily, "date"))
     return daily
 

@@ -57,7 +57,7 @@ def full_daily(rows: list[dict], bill: pl.LazyFrame | None = None) -> pl.DataFra
     attributed, sessions, members = pipeline(rows)
     return account_daily(
         attributed, sessions, members, bill if bill is not None else billing([]), CAT, PLANS, CFG
-    )
+    ).collect()
 
 
 def full_tables(rows: list[dict], bill: pl.LazyFrame | None = None) -> ActivityTables:

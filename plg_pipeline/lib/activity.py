@@ -363,7 +363,7 @@ def account_daily(
     dates: tuple[date, date] | None = None,
     activations: pl.LazyFrame | None = None,
     presence: pl.LazyFrame | None = None,
-) -> pl.DataFrame:
+) -> pl.LazyFrame:
     """account_daily: every account x date from its first event to the last date in the data.
 
     With `dates` (first, last) only those dates are built. The rolling counts need who was
@@ -424,12 +424,7 @@ def account_daily(
         c for c, dtype in frame.collect_schema().items() if dtype.is_integer() or c in _ZERO_FILLED
     ]
     frame = frame.with_columns(pl.col(counts).fill_null(0))
-    return (
-        _with_billing(frame, billing_events, plans)
-        .select(_column_order(plans))
-        .sort(keys)
-        .collect()
-    )
+    return _with_billing(frame, billing_events, plans).select(_column_order(plans)).sort(keys)
 
 
 def _column_order(plans: PlanCatalog) -> list[str]:
@@ -575,11 +570,7 @@ def activity_tables(
     """
     if stored is None:
         sessions = sessionize(attributed, cfg.sessions).collect()
-        users = user_daily(
-            attributed, sessions.lazy(), account_memberships, catalog, plans, cfg,
-            activations=activations,
-        ).collect()  # fmt: skip
-        accounts = account_daily(
+        users, accounts = daily_tables(
             attributed, sessions.lazy(), account_memberships, billing_events, catalog, plans, cfg,
             activations=activations,
         )  # fmt: skip
@@ -708,21 +699,44 @@ def _rebuild(
 ) -> ActivityTables:
     """The three tables' rows of the dates in `span`, from the events since the day before it."""
     sessions = sessionize(recent, cfg.sessions, span).collect()
-    users = user_daily(
-        recent, sessions.lazy(), account_memberships, catalog, plans, cfg, span, activations
-    ).collect()
     window = span[0] - timedelta(days=cfg.mau_days - 1), span[0] - timedelta(days=1)
-    presence = pl.concat(
-        [
-            stored.user_daily.filter(pl.col("date").is_between(*window)).select(_PRESENCE),
-            users.lazy().select(_PRESENCE),
-        ]
-    )
-    accounts = account_daily(
+    users, accounts = daily_tables(
         recent, sessions.lazy(), account_memberships, billing_events, catalog, plans, cfg, span,
-        activations, presence,
+        activations, stored.user_daily.filter(pl.col("date").is_between(*window)),
     )  # fmt: skip
     return ActivityTables(sessions, users, accounts)
+
+
+def daily_tables(
+    attributed: pl.LazyFrame,
+    sessions: pl.LazyFrame,
+    account_memberships: pl.LazyFrame,
+    billing_events: pl.LazyFrame,
+    catalog: EventCatalog,
+    plans: PlanCatalog,
+    cfg: ActivityConfig,
+    dates: tuple[date, date] | None = None,
+    activations: pl.LazyFrame | None = None,
+    users_before: pl.LazyFrame | None = None,
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """user_daily and account_daily, collected together so that Polars runs them side by side
+    and shares their common work (10M events: 9.1-10.0 s one after the other, 7.6-8.0 s).
+
+    With `dates` and `users_before` (the stored user-days of the MAU window before them),
+    account_daily's rolling windows take who was active from user_daily instead of events.
+    """
+    users = user_daily(
+        attributed, sessions, account_memberships, catalog, plans, cfg, dates, activations
+    )
+    presence = None  # account_daily reads the window's events itself
+    if dates is not None and users_before is not None:
+        presence = pl.concat([users_before.select(_PRESENCE), users.select(_PRESENCE)])
+    accounts = account_daily(
+        attributed, sessions, account_memberships, billing_events, catalog, plans, cfg, dates,
+        activations, presence,
+    )  # fmt: skip
+    built = pl.collect_all([users, accounts])
+    return built[0], built[1]
 
 
 def _date_rows(tables: ActivityTables, span: tuple[date, date] | None) -> ActivityTables:
