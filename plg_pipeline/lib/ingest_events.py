@@ -1,8 +1,9 @@
 """Product events: one arrival day's files -> accepted events + quarantine, every row accounted for.
 
 Speed comes from decompressing each file once (ISA-L's igzip, about 1.4x zlib) and Polars' native
-readers over those bytes: `read_lines` and one `read_ndjson` per file. Python only looks at lines Polars rejects (found by splitting
-the failing batch), at values that might not be JSON strings, and at JSON that may hold PII.
+readers over those bytes: `read_lines` and one `read_ndjson` per file. Python only looks at lines
+Polars rejects (found by splitting the failing batch), at values that might not be JSON strings,
+and at JSON that may hold PII.
 """
 
 from __future__ import annotations

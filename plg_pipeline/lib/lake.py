@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date
 from pathlib import Path
 
 import polars as pl
@@ -83,10 +83,6 @@ def partition_dates(lake_dir: Path | str, table: str) -> list[date]:
     return [
         date.fromisoformat(p.stem.removeprefix("dt=")) for p in partition_files(lake_dir, table)
     ]
-
-
-def dates_between(first: date, last: date) -> list[date]:
-    return [first + timedelta(days=i) for i in range((last - first).days + 1)]
 
 
 EMPTY_SPAN = (date.max, date.min)
