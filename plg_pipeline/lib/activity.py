@@ -730,7 +730,13 @@ def daily_tables(
     )
     presence = None  # account_daily reads the window's events itself
     if dates is not None and users_before is not None:
-        presence = pl.concat([users_before.select(_PRESENCE), users.select(_PRESENCE)])
+        # A user's window opened on an earlier day closes by their next active day, so only
+        # each user's latest day before `dates` reaches into them: one row per user and account
+        # stands in for the window (10M, one date: the rolling marks 0.34 -> 0.10 s).
+        latest_before = users_before.group_by("account_id", "canonical_user_id").agg(
+            pl.col("date").max()
+        )
+        presence = pl.concat([latest_before.select(_PRESENCE), users.select(_PRESENCE)])
     accounts = account_daily(
         attributed, sessions, account_memberships, billing_events, catalog, plans, cfg, dates,
         activations, presence,
