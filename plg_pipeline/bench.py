@@ -198,7 +198,7 @@ def stage_incremental(raw: Path, out: Path, day: date) -> dict:
     lake.write_parquet(candidates, lake.table_path(out, CANDIDATES))
     activations = _activations(candidates, state.identity_map, members, consent)
     events = lake.scan_partitions(out, "events", {})
-    dates = activity.affected_dates(new_events, relabelled, events)
+    dates = activity.affected_dates(new_events, cfg.sessions, relabelled, events)
     recent = events.filter(pl.col("event_date") >= activity.first_date_read(dates))
     attributed = _attributed(recent, state.identity_map, members, consent)
     stored = activity.ActivityTables(

@@ -97,7 +97,7 @@ def with_late(base: list[dict], late: list[dict]):
     """The tables stored for `base`, and what an update for the `late` rows reads: the
     attributed events and memberships of both, and the dates the late rows affect."""
     attributed, _, members = pipeline(base + late)
-    return full_tables(base), attributed, members, affected_dates(make_events(late))
+    return full_tables(base), attributed, members, affected_dates(make_events(late), CFG.sessions)
 
 
 def day(n: int, hh: int = 9, mm: int = 0) -> datetime:
@@ -238,7 +238,7 @@ def test_incremental_equals_full_after_late_events(seed, late_days, stored_activ
 
     attributed, _, members = pipeline(base + late)
     new_events = make_events(late)
-    dates = affected_dates(new_events)
+    dates = affected_dates(new_events, CFG.sessions)
     assert dates == sorted({r["event_time"].date() for r in late})
     activations = None
     if stored_activations:
@@ -291,7 +291,7 @@ def test_affected_dates_include_relabelled_history():
     )
     state, _ = update_identity(None, old, CFG.identity)
     _, relabelled = update_identity(state, new, CFG.identity)
-    dates = affected_dates(new, relabelled, pl.concat([old, new]))
+    dates = affected_dates(new, CFG.sessions, relabelled, pl.concat([old, new]))
     assert dates == [day(2).date(), day(9).date()]
 
 
@@ -353,3 +353,18 @@ def test_a_role_change_reaches_every_stored_day_of_that_user(on):
     assert not existing.user_daily.filter(pl.col("canonical_user_id") == "u3")["is_admin"].any()
     updated = update(existing, attributed, members, billing([]), CAT, PLANS, CFG, dates=dates)
     assert_tables_equal(updated, full_tables(base + late))
+
+
+def test_a_new_event_just_after_midnight_extends_the_stored_session_of_the_day_before():
+    """u40's session starts at 23:50 on day 10 and its 00:10 event on day 11 arrives a day
+    later. The session belongs to day 10, so day 10 is rebuilt although it got no new event."""
+    base = [*random_rows(11), track("u40", "Feature Used", day(10, 23, 50), "acc1", feature="sso")]
+    late = [track("u40", "Report Exported", day(11, 0, 10), "acc1")]
+    existing, attributed, members, dates = with_late(base, late)
+    assert dates == [day(10).date(), day(11).date()]
+    updated = update(existing, attributed, members, billing([]), CAT, PLANS, CFG, dates=dates)
+    assert_tables_equal(updated, full_tables(base + late))
+    session = updated.sessions.filter(pl.col("canonical_user_id") == "u40")
+    assert session.select("session_date", "events", "duration_s").rows() == [
+        (day(10).date(), 2, 1200.0)
+    ]

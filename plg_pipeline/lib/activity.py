@@ -442,21 +442,33 @@ def _column_order(plans: PlanCatalog) -> list[str]:
 
 def affected_dates(
     new_events: pl.LazyFrame,
+    sessions: SessionConfig,
     relabelled: pl.DataFrame | None = None,
     events: pl.LazyFrame | None = None,
 ) -> list[date]:
     """Event dates whose figures new data may change: the new events' own dates, plus, when
     identities were relabelled, every date on which a relabelled id has an event in `events`
-    (a merge turns two active users into one)."""
-    parts = [new_events.select("event_date")]
+    (a merge turns two active users into one). An event within the inactivity gap after
+    midnight may continue a session of the day before, which that day holds: it is affected too.
+    """
+    parts = [new_events]
     if relabelled is not None and events is not None and relabelled.height:
         ids = relabelled["id"].implode()
         parts.append(
-            events.filter(pl.col("user_id").is_in(ids) | pl.col("anonymous_id").is_in(ids)).select(
-                "event_date"
-            )
+            events.filter(pl.col("user_id").is_in(ids) | pl.col("anonymous_id").is_in(ids))
         )
-    return sorted(pl.concat(parts).unique().drop_nulls().collect()["event_date"].to_list())
+    gap = timedelta(minutes=sessions.inactivity_gap_minutes)
+    after_midnight = pl.col("event_time") - pl.col("event_time").dt.truncate("1d") <= gap
+    found = pl.concat(
+        [
+            *(part.select("event_date") for part in parts),
+            *(
+                part.filter(after_midnight).select(pl.col("event_date") - timedelta(days=1))
+                for part in parts
+            ),
+        ]
+    )
+    return sorted(found.unique().drop_nulls().collect()["event_date"].to_list())
 
 
 def recompute_range(

@@ -121,7 +121,9 @@ def activity_tables(
         relabelled = state.identity.join(now.identity, on="id", suffix="_now").filter(
             pl.col("canonical_user_id") != pl.col("canonical_user_id_now")
         )
-        dates = activity.affected_dates(new_events, relabelled, events) if added else []
+        dates = (
+            activity.affected_dates(new_events, cfg.sessions, relabelled, events) if added else []
+        )
         stored = activity.ActivityTables(*(lake.scan_dates(settings.lake, t) for t in TABLES))
         # attribute only the events the update reads
         since = activity.first_date_read(dates) if dates else None
