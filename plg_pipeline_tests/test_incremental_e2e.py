@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import date
+
 import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
@@ -47,7 +49,7 @@ def runs(tmp_path_factory):
     full = materialize(whole)
     for result in (first, second, full):
         assert result.success, failures(result)
-    return stepwise, whole, second
+    return stepwise, whole, second, full
 
 
 def _an_account(world) -> str:
@@ -57,16 +59,43 @@ def _an_account(world) -> str:
 
 
 def test_second_run_merges_new_days_incrementally(runs):
-    stepwise, _, second = runs
+    stepwise, _, second, _ = runs
     mode = _mode(second)
     assert mode.startswith("incremental:"), mode
     # the late billing row re-priced the stored rows from its date, without a rebuild
     assert f"billing changed from {stepwise.days[2]}" in mode, mode
 
 
+def test_checks_measure_the_dates_an_incremental_run_rebuilt(runs):
+    """The data-quality checks of an incremental run read the dates it rebuilt, not all history;
+    a full build reads every event."""
+    stepwise, _, second, full = runs
+    events = lake.scan_partitions(stepwise.lake, "events", schema={})
+    activity = events.filter(pl.col("type").is_in(["track", "page", "screen"]))
+    for result, everything in ((second, False), (full, True)):
+        checks = [
+            c
+            for c in result.get_asset_check_evaluations()
+            if c.asset_key.to_user_string() == "marts/account_daily" and c.passed
+        ]
+        assert len(checks) == 3, failures(result)
+        for check in checks:
+            scope, rows = check.metadata["scope"].value, check.metadata["rows"].value
+            # the duplicates check counts every event, the others activity events
+            expected = events if "duplicate" in check.check_name else activity
+            if everything:
+                assert scope == "all events"
+            else:
+                since = date.fromisoformat(scope.removeprefix("events dated ").split()[0])
+                assert stepwise.days[0] < since <= stepwise.days[16]
+                expected = expected.filter(pl.col("event_date") >= since)
+            want = expected.select(pl.len()).collect().item()
+            assert rows == want > 0, (check.check_name, scope)
+
+
 @pytest.mark.parametrize("table", sorted(TABLES))
 def test_incremental_tables_equal_a_full_rebuild(runs, table):
-    stepwise, whole, _ = runs
+    stepwise, whole, _, _ = runs
     a, b = (_lake_table(settings, table) for settings in (stepwise, whole))
     assert a.height == b.height > 0
     _assert_same(a, b, TABLES[table])
