@@ -205,9 +205,13 @@ def stage_incremental(raw: Path, out: Path, day: date) -> dict:
         *(lake.scan_dates(out, t) for t in activity.ActivityTables._fields)
     )
     billing = pl.scan_parquet(lake.table_path(out, "billing_events"))
-    tables = activity.activity_tables(
-        attributed, members.lazy(), billing, catalog, plans, cfg, activations, stored, dates
+    relabelled_users = pl.concat(
+        [relabelled["old_canonical_user_id"], relabelled["new_canonical_user_id"]]
     )
+    tables = activity.activity_tables(
+        attributed, members.lazy(), billing, catalog, plans, cfg, activations, stored, dates,
+        arrived=new_events, relabelled_users=relabelled_users,
+    )  # fmt: skip
     for name, update in tables._asdict().items():
         lake.write_dates(out, name, update)
     return {"rows_in": rows, "dates": len(dates)}

@@ -95,9 +95,17 @@ def assert_tables_equal(got: ActivityTables, want: ActivityTables) -> None:
 
 def with_late(base: list[dict], late: list[dict]):
     """The tables stored for `base`, and what an update for the `late` rows reads: the
-    attributed events and memberships of both, and the dates the late rows affect."""
+    attributed events and memberships of both, the dates the late rows affect and the rows."""
+    late = labelled(late)
     attributed, _, members = pipeline(base + late)
-    return full_tables(base), attributed, members, affected_dates(make_events(late), CFG.sessions)
+    arrived = make_events(late)
+    dates = affected_dates(arrived, CFG.sessions)
+    return full_tables(base), attributed, members, dates, arrived
+
+
+def labelled(late: list[dict]) -> list[dict]:
+    """`late` with event ids of their own: make_events numbers rows by position."""
+    return [{"event_id": f"late{i}", **row} for i, row in enumerate(late)]
 
 
 def day(n: int, hh: int = 9, mm: int = 0) -> datetime:
@@ -225,7 +233,8 @@ def test_rolling_windows_match_brute_force(seed):
 
 @pytest.mark.parametrize(("seed", "late_days"), [(4, [10, 11]), (5, [58]), (6, [0, 30])])
 @pytest.mark.parametrize("stored_activations", [False, True])
-def test_incremental_equals_full_after_late_events(seed, late_days, stored_activations):
+@pytest.mark.parametrize("by_user", [False, True])  # stored dates: every user, or those touched
+def test_incremental_equals_full_after_late_events(seed, late_days, stored_activations, by_user):
     rows = random_rows(seed)
     base = [r for r in rows if r["event_time"].date() < day(59).date()]
     late = [
@@ -233,6 +242,7 @@ def test_incremental_equals_full_after_late_events(seed, late_days, stored_activ
     ]
     late.append(track("u99", "Project Created", day(59), "acc9"))  # a new account, last day grows
     late.append(track("u1", "Project Created", day(late_days[0], 1), "acc2"))  # an earlier first
+    late = labelled(late)
     bill = billing([("acc1", day(20), "business", 5, 175.0)])
     existing = full_tables(base, bill)
 
@@ -251,14 +261,21 @@ def test_incremental_equals_full_after_late_events(seed, late_days, stored_activ
         activations = first_activations(
             attribute_events(candidates, state.identity_map, members), CAT
         )
-    updated = update(existing, attributed, members, bill, CAT, PLANS, CFG, activations, dates=dates)
+    arrived = new_events if by_user else None
+    updated = update(
+        existing, attributed, members, bill, CAT, PLANS, CFG, activations, dates=dates,
+        arrived=arrived,
+    )  # fmt: skip
     assert_tables_equal(updated, full_tables(base + late, bill))
     assert updated.account_daily["events"].sum() == len(base) + len(late)
     assert updated.account_daily["activations"].sum() > 0
 
 
-@pytest.mark.parametrize("with_new_dates", [True, False])
-def test_late_billing_row_reprices_from_its_date(with_new_dates):
+@pytest.mark.parametrize(
+    ("with_new_dates", "arrived"), [(True, None), (True, make_events([])), (False, None)]
+)
+def test_late_billing_row_reprices_from_its_date(with_new_dates, arrived):
+    """With no arrived events every stored row of the dates is kept, and re-priced."""
     rows = random_rows(7)
     attributed, _, members = pipeline(rows)
     before = billing([("acc1", day(30), "pro", 10, 150.0)])
@@ -269,7 +286,7 @@ def test_late_billing_row_reprices_from_its_date(with_new_dates):
     since = billing_changed_from(before.collect(), bill.collect())
     assert since == day(5).date()
     dates = [day(59).date()] if with_new_dates else []
-    kwargs = {"dates": dates, "billing_from": since}
+    kwargs = {"dates": dates, "billing_from": since, "arrived": arrived}
     updated = update(existing, attributed, members, bill, CAT, PLANS, CFG, **kwargs)
     assert_tables_equal(updated, full_tables(rows, bill))
     # a removed row re-prices too; an unchanged billing table changes nothing
@@ -311,14 +328,16 @@ def test_late_events_without_new_dates_rebuild_only_their_windows():
         track("u3", "Report Exported", day(5, 23, 59), "acc1"),
         track("u77", "Feature Used", day(6, 0, 5), "acc1", feature="sso"),  # a new member of acc1
     ]
-    existing, attributed, members, dates = with_late(base, late)
+    existing, attributed, members, dates, arrived = with_late(base, late)
     # only the events from the first affected date on are needed to find the range
     recent = attributed.filter(pl.col("event_date") >= dates[0])
     assert recompute_range(existing.account_daily, dates, recent, members, CFG) == (
         day(5).date(),
         day(6 + 27).date(),
     )
-    updated = update(existing, attributed, members, billing([]), CAT, PLANS, CFG, dates=dates)
+    updated = update(
+        existing, attributed, members, billing([]), CAT, PLANS, CFG, dates=dates, arrived=arrived
+    )
     assert_tables_equal(updated, full_tables(base + late))
 
 
@@ -327,7 +346,7 @@ def test_a_late_first_event_recounts_members_past_the_rebuilt_dates():
     rises on days 3 to 44, past the MAU window the late date rebuilds (3 + 27 = day 30)."""
     base = [*random_rows(9), track("u50", "Feature Used", day(45), "acc1", feature="sso")]
     late = [track("u50", "Report Exported", day(3), "acc1")]
-    existing, attributed, members, dates = with_late(base, late)
+    existing, attributed, members, dates, arrived = with_late(base, late)
     recent = attributed.filter(pl.col("event_date") >= dates[0])
     assert recompute_range(existing.account_daily, dates, recent, members, CFG) == (
         day(3).date(),
@@ -339,19 +358,29 @@ def test_a_late_first_event_recounts_members_past_the_rebuilt_dates():
     )
     assert rebuilt.account_daily.span == (day(3).date(), day(44).date())
     assert rebuilt.sessions.span == rebuilt.user_daily.span == (day(3).date(), day(30).date())
-    updated = update(existing, attributed, members, billing([]), CAT, PLANS, CFG, dates=dates)
+    updated = update(
+        existing, attributed, members, billing([]), CAT, PLANS, CFG, dates=dates, arrived=arrived
+    )
     assert_tables_equal(updated, full_tables(base + late))
 
 
-@pytest.mark.parametrize("on", [59, 10])  # after every stored day; inside them
-def test_a_role_change_reaches_every_stored_day_of_that_user(on):
+@pytest.mark.parametrize(
+    ("on", "others_late_on"),
+    [(59, None), (10, None), (60, 50)],  # the last stored day; inside them; a new day
+)
+def test_a_role_change_reaches_every_stored_day_of_that_user(on, others_late_on):
     """is_admin follows the user's latest role: promoting u3 changes all their stored user-days,
-    before and after the dates the promotion's own day rebuilds."""
+    before and after the dates the promotion's own day rebuilds, and on the stored dates that
+    another user's late event rebuilds, where u3's rows are kept."""
     base = random_rows(10)
     late = [{"type": "identify", "user_id": "u3", "role": "admin", "event_time": day(on, 12)}]
-    existing, attributed, members, dates = with_late(base, late)
+    if others_late_on is not None:
+        late.append(track("u4", "Report Exported", day(others_late_on, 15), "acc1"))
+    existing, attributed, members, dates, arrived = with_late(base, late)
     assert not existing.user_daily.filter(pl.col("canonical_user_id") == "u3")["is_admin"].any()
-    updated = update(existing, attributed, members, billing([]), CAT, PLANS, CFG, dates=dates)
+    updated = update(
+        existing, attributed, members, billing([]), CAT, PLANS, CFG, dates=dates, arrived=arrived
+    )
     assert_tables_equal(updated, full_tables(base + late))
 
 
@@ -360,11 +389,65 @@ def test_a_new_event_just_after_midnight_extends_the_stored_session_of_the_day_b
     later. The session belongs to day 10, so day 10 is rebuilt although it got no new event."""
     base = [*random_rows(11), track("u40", "Feature Used", day(10, 23, 50), "acc1", feature="sso")]
     late = [track("u40", "Report Exported", day(11, 0, 10), "acc1")]
-    existing, attributed, members, dates = with_late(base, late)
+    existing, attributed, members, dates, arrived = with_late(base, late)
     assert dates == [day(10).date(), day(11).date()]
-    updated = update(existing, attributed, members, billing([]), CAT, PLANS, CFG, dates=dates)
+    updated = update(
+        existing, attributed, members, billing([]), CAT, PLANS, CFG, dates=dates, arrived=arrived
+    )
     assert_tables_equal(updated, full_tables(base + late))
     session = updated.sessions.filter(pl.col("canonical_user_id") == "u40")
     assert session.select("session_date", "events", "duration_s").rows() == [
         (day(10).date(), 2, 1200.0)
     ]
+
+
+def test_a_late_membership_without_activity_starts_the_accounts_rows_at_its_date():
+    """u3 joins the new acc7 on day 20 (a group call, no activity), reported late with a new
+    day: acc7 has a row on every date from day 20, though no user's activity touched it."""
+    base = random_rows(12)
+    late = [
+        {"type": "group", "user_id": "u3", "group_id": "acc7", "event_time": day(20)},
+        track("u5", "Project Created", day(60), "acc1"),
+    ]
+    existing, attributed, members, dates, arrived = with_late(base, late)
+    updated = update(
+        existing, attributed, members, billing([]), CAT, PLANS, CFG, dates=dates, arrived=arrived
+    )
+    assert_tables_equal(updated, full_tables(base + late))
+    acc7 = updated.account_daily.filter(pl.col("account_id") == "acc7")
+    assert acc7["date"].min() == day(20).date() and acc7.height == 41
+
+
+def test_a_merge_moves_the_stored_rows_of_both_ids_to_one_user():
+    """a7 browsed anonymously on days 2 and 3; on day 30 it identifies as u70: the stored rows
+    of a7 become u70's, on dates only the two ids' users are rebuilt on."""
+    base = [
+        *random_rows(13),
+        {"anonymous_id": "a7", "event_name": "Feature Used", "event_time": day(2),
+         "account_id": "acc1", "feature": "sso"},
+        {"anonymous_id": "a7", "event_name": "Report Exported", "event_time": day(3, 23, 55),
+         "account_id": "acc1"},
+        track("u70", "Project Created", day(4, 0, 10), "acc1"),
+    ]  # fmt: skip
+    late = labelled(
+        [
+            {"type": "identify", "anonymous_id": "a7", "user_id": "u70", "event_time": day(30)},
+            track("u5", "Project Created", day(60), "acc1"),
+        ]
+    )
+    existing, attributed, members, _, arrived = with_late(base, late)
+    state, _ = update_identity(None, make_events(base), CFG.identity)
+    _, relabelled = update_identity(state, arrived, CFG.identity)
+    assert relabelled.rows() == [("a7", "a7", "u70")]
+    dates = affected_dates(arrived, CFG.sessions, relabelled, make_events(base + late))
+    assert dates[0] == day(2).date()
+    users = pl.concat([relabelled["old_canonical_user_id"], relabelled["new_canonical_user_id"]])
+    updated = update(
+        existing, attributed, members, billing([]), CAT, PLANS, CFG, dates=dates, arrived=arrived,
+        relabelled_users=users,
+    )  # fmt: skip
+    assert_tables_equal(updated, full_tables(base + late))
+    assert "a7" not in updated.user_daily["canonical_user_id"].to_list()
+    # the session a7 started on day 3 runs into u70's event after midnight
+    first = updated.sessions.filter(pl.col("canonical_user_id") == "u70").sort("session_start")
+    assert first.row(1, named=True)["events"] == 2

@@ -128,7 +128,12 @@ def activity_tables(
         since = activity.first_date_read(dates) if dates else None
         recent = events.filter(pl.col("event_date") >= since) if dates else events
         billing_from = activity.billing_changed_from(state.billing, now.billing)
-        tables = activity.activity_tables(consenting(recent), *args, stored, dates, billing_from)
+        relabelled_users = pl.concat(
+            [relabelled["canonical_user_id"], relabelled["canonical_user_id_now"]]
+        )
+        tables = activity.activity_tables(
+            consenting(recent), *args, stored, dates, billing_from, new_events, relabelled_users
+        )
         mode = f"incremental: {len(added)} new day(s), {len(dates)} date(s) affected"
         if billing_from is not None:
             mode += f", billing changed from {billing_from}"
