@@ -104,10 +104,13 @@ def stage_ingest(raw: Path, out: Path, days: list[date] | None = None) -> dict:
 
 def _attributed(events: pl.LazyFrame, identity_map, members, consent) -> pl.LazyFrame:
     """Events with user and account, minus users without analytics consent (as activity_tables)."""
-    opted_out = consent.filter(~pl.col("consent_analytics")).select("canonical_user_id")
     return identity.attribute_events(events, identity_map, members).join(
-        opted_out, on="canonical_user_id", how="anti"
+        _opted_out(consent), on="canonical_user_id", how="anti"
     )
+
+
+def _opted_out(consent: pl.LazyFrame) -> pl.LazyFrame:
+    return consent.lazy().filter(~pl.col("consent_analytics")).select("canonical_user_id")
 
 
 def _activations(candidates, identity_map, members, consent) -> pl.LazyFrame:
@@ -178,9 +181,10 @@ def stage_incremental(raw: Path, out: Path, day: date) -> dict:
     cfg, catalog, plans = activity.load_activity_config(), load_catalog(), load_plans(raw)
     rows = ingest_days(raw, out, [day])
     new_events = lake.scan_partitions(out, "events", {}, [day])
-    state = identity.IdentityState.load(out / STATE)
-    state, relabelled = identity.update_identity(state, new_events, cfg.identity)
-    facts = identity.IdentityFacts.load(out / STATE).merge(identity.IdentityFacts.of(new_events))
+    before = identity.IdentityState.load(out / STATE)
+    facts_before = identity.IdentityFacts.load(out / STATE)
+    state, _ = identity.update_identity(before, new_events, cfg.identity)
+    facts = facts_before.merge(identity.IdentityFacts.of(new_events))
     state.save(out / STATE)
     facts.save(out / STATE)
     members = facts.memberships(state.identity_map).collect()
@@ -198,19 +202,23 @@ def stage_incremental(raw: Path, out: Path, day: date) -> dict:
     lake.write_parquet(candidates, lake.table_path(out, CANDIDATES))
     activations = _activations(candidates, state.identity_map, members, consent)
     events = lake.scan_partitions(out, "events", {})
-    dates = activity.affected_dates(new_events, cfg.sessions, relabelled, events)
+    changed_ids, changed_users = activity.changed_users(
+        before.identity_map.select("id", "canonical_user_id"),
+        state.identity_map.select("id", "canonical_user_id"),
+        _opted_out(facts_before.consent(before.identity_map)).collect(),
+        _opted_out(consent).collect(),
+    )
+    dates = activity.affected_dates(new_events, cfg.sessions, changed_ids, events)
     recent = events.filter(pl.col("event_date") >= activity.first_date_read(dates))
     attributed = _attributed(recent, state.identity_map, members, consent)
     stored = activity.ActivityTables(
         *(lake.scan_dates(out, t) for t in activity.ActivityTables._fields)
     )
     billing = pl.scan_parquet(lake.table_path(out, "billing_events"))
-    relabelled_users = pl.concat(
-        [relabelled["old_canonical_user_id"], relabelled["new_canonical_user_id"]]
-    )
     tables = activity.activity_tables(
         attributed, members.lazy(), billing, catalog, plans, cfg, activations, stored, dates,
-        arrived=new_events, relabelled_users=relabelled_users,
+        arrived=_attributed(new_events, state.identity_map, members, consent),
+        changed_users=changed_users, identity_map=state.identity_map,
     )  # fmt: skip
     for name, update in tables._asdict().items():
         lake.write_dates(out, name, update)

@@ -19,6 +19,7 @@ from plg_pipeline.lib.activity import (
     activity_tables,
     affected_dates,
     billing_changed_from,
+    changed_users,
     first_activations,
     load_activity_config,
     recompute_range,
@@ -69,8 +70,13 @@ def full_tables(rows: list[dict], bill: pl.LazyFrame | None = None) -> ActivityT
 
 
 def update(existing: ActivityTables, *args, **kwargs) -> ActivityTables:
-    """activity_tables over the stored `existing` (lazily, as the lake's date files), applied."""
+    """activity_tables over the stored `existing` (lazily, as the lake's date files), applied.
+    `arrived` may be raw events: their rows of the attributed events (args[0]) are passed."""
     stored = ActivityTables(*(frame.lazy() for frame in existing))
+    if kwargs.get("arrived") is not None:
+        kwargs["arrived"] = args[0].join(
+            kwargs["arrived"].select("event_id"), on="event_id", how="semi"
+        )
     rebuilt = activity_tables(*args, stored=stored, **kwargs)
     for rows in rebuilt:  # only dates in its span, none outside
         assert rows.frame.filter(~rows.in_span()).is_empty()
@@ -418,7 +424,8 @@ def test_a_late_membership_without_activity_starts_the_accounts_rows_at_its_date
     assert acc7["date"].min() == day(20).date() and acc7.height == 41
 
 
-def test_a_merge_moves_the_stored_rows_of_both_ids_to_one_user():
+@pytest.mark.parametrize("with_identity_map", [False, True])  # events picked before attribution
+def test_a_merge_moves_the_stored_rows_of_both_ids_to_one_user(with_identity_map):
     """a7 browsed anonymously on days 2 and 3; on day 30 it identifies as u70: the stored rows
     of a7 become u70's, on dates only the two ids' users are rebuilt on."""
     base = [
@@ -437,17 +444,72 @@ def test_a_merge_moves_the_stored_rows_of_both_ids_to_one_user():
     )
     existing, attributed, members, _, arrived = with_late(base, late)
     state, _ = update_identity(None, make_events(base), CFG.identity)
-    _, relabelled = update_identity(state, arrived, CFG.identity)
+    now, relabelled = update_identity(state, arrived, CFG.identity)
     assert relabelled.rows() == [("a7", "a7", "u70")]
     dates = affected_dates(arrived, CFG.sessions, relabelled, make_events(base + late))
     assert dates[0] == day(2).date()
     users = pl.concat([relabelled["old_canonical_user_id"], relabelled["new_canonical_user_id"]])
     updated = update(
         existing, attributed, members, billing([]), CAT, PLANS, CFG, dates=dates, arrived=arrived,
-        relabelled_users=users,
+        changed_users=users, identity_map=now.identity_map if with_identity_map else None,
     )  # fmt: skip
     assert_tables_equal(updated, full_tables(base + late))
     assert "a7" not in updated.user_daily["canonical_user_id"].to_list()
     # the session a7 started on day 3 runs into u70's event after midnight
     first = updated.sessions.filter(pl.col("canonical_user_id") == "u70").sort("session_start")
     assert first.row(1, named=True)["events"] == 2
+
+
+@pytest.mark.parametrize("with_identity_map", [False, True])
+def test_a_withdrawn_consent_removes_the_users_stored_rows_and_recounts_their_accounts(
+    with_identity_map,
+):
+    """u3 withdraws analytics consent on a new day: every stored row of u3 goes, and their
+    accounts' figures drop them on every date, while the late window is only the new day."""
+    base = random_rows(14)
+    late = labelled(
+        [
+            {
+                "type": "identify",
+                "user_id": "u3",
+                "consent_analytics": False,
+                "event_time": day(60),
+            },
+            track("u5", "Project Created", day(60), "acc1"),
+        ]
+    )
+    attributed, _, members = pipeline(base + late)
+    consenting = attributed.filter(pl.col("canonical_user_id") != "u3")
+    existing = full_tables(base)
+    state, _ = update_identity(None, make_events(base + late), CFG.identity)
+    identities = state.identity_map.select("id", "canonical_user_id")
+    opted_out = pl.DataFrame({"canonical_user_id": ["u3"]})
+    ids, users = changed_users(identities, identities, opted_out.clear(), opted_out)
+    assert users.to_list() == ["u3"]
+    dates = affected_dates(make_events(late), CFG.sessions, ids, make_events(base + late))
+    assert len(dates) > 20  # every date u3 was active
+    updated = update(
+        existing, consenting, members, billing([]), CAT, PLANS, CFG, dates=dates,
+        arrived=make_events(late), changed_users=users,
+        identity_map=state.identity_map if with_identity_map else None,
+    )  # fmt: skip
+    built = activity_tables(consenting, members, billing([]), CAT, PLANS, CFG)
+    assert_tables_equal(updated, ActivityTables(*(rows.frame for rows in built)))
+    assert "u3" not in updated.user_daily["canonical_user_id"].to_list()
+
+
+def test_a_touched_users_session_from_the_day_before_keeps_its_start():
+    """u41's stored session runs from 23:50 on day 9 into day 10; a late event on day 10 touches
+    u41 from day 10, so the day before is read to see where that session started."""
+    base = [
+        *random_rows(15),
+        track("u41", "Feature Used", day(9, 23, 50), "acc1", feature="sso"),
+        track("u41", "Report Exported", day(10, 0, 10), "acc1"),
+    ]
+    late = [track("u41", "Project Created", day(10, 15)), track("u5", "Feature Used", day(60))]
+    existing, attributed, members, dates, arrived = with_late(base, late)
+    assert dates[0] == day(10).date()
+    updated = update(
+        existing, attributed, members, billing([]), CAT, PLANS, CFG, dates=dates, arrived=arrived
+    )
+    assert_tables_equal(updated, full_tables(base + late))

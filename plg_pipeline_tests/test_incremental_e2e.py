@@ -67,7 +67,7 @@ def test_second_run_merges_new_days_incrementally(runs):
 
 
 def test_checks_measure_the_dates_an_incremental_run_rebuilt(runs):
-    """The data-quality checks of an incremental run read the dates it rebuilt, not all history;
+    """The data-quality checks of an incremental run read the new events' dates, not all history;
     a full build reads every event."""
     stepwise, _, second, full = runs
     events = lake.scan_partitions(stepwise.lake, "events", schema={})

@@ -457,17 +457,18 @@ def _column_order(plans: PlanCatalog) -> list[str]:
 def affected_dates(
     new_events: pl.LazyFrame,
     sessions: SessionConfig,
-    relabelled: pl.DataFrame | None = None,
+    changed_ids: pl.DataFrame | None = None,
     events: pl.LazyFrame | None = None,
 ) -> list[date]:
-    """Event dates whose figures new data may change: the new events' own dates, plus, when
-    identities were relabelled, every date on which a relabelled id has an event in `events`
-    (a merge turns two active users into one). An event within the inactivity gap after
-    midnight may continue a session of the day before, which that day holds: it is affected too.
+    """Event dates whose figures new data may change: the new events' own dates, plus every
+    date on which one of `changed_ids` (an "id" column) has an event in `events`: ids
+    relabelled (a merge turns two active users into one) or whose consent changed. An event
+    within the inactivity gap after midnight may continue a session of the day before, which
+    that day holds: it is affected too.
     """
     parts = [new_events]
-    if relabelled is not None and events is not None and relabelled.height:
-        ids = relabelled["id"].implode()
+    if changed_ids is not None and events is not None and changed_ids.height:
+        ids = changed_ids["id"].implode()
         parts.append(
             events.filter(pl.col("user_id").is_in(ids) | pl.col("anonymous_id").is_in(ids))
         )
@@ -483,6 +484,41 @@ def affected_dates(
         ]
     )
     return sorted(found.unique().drop_nulls().collect()["event_date"].to_list())
+
+
+def changed_users(
+    identity_before: pl.DataFrame,
+    identity_now: pl.DataFrame,
+    opted_out_before: pl.DataFrame,
+    opted_out_now: pl.DataFrame,
+) -> tuple[pl.DataFrame, pl.Series]:
+    """Users whose rows change on every date they have: ids relabelled between the two identity
+    maps (id, canonical_user_id), and users who withdrew or gave analytics consent. Returns
+    their raw ids (for `affected_dates`) and canonical ids, old and new (for `activity_tables`).
+    """
+    relabelled = identity_before.join(identity_now, on="id", suffix="_now").filter(
+        pl.col("canonical_user_id") != pl.col("canonical_user_id_now")
+    )
+    consent = pl.concat(
+        [f.select("canonical_user_id") for f in (opted_out_before, opted_out_now)]
+    ).filter(pl.len().over("canonical_user_id") == 1)
+    ids = pl.concat(
+        [
+            relabelled.select("id"),
+            *(
+                i.join(consent, on="canonical_user_id").select("id")
+                for i in (identity_before, identity_now)
+            ),
+        ]
+    ).unique()
+    users = pl.concat(
+        [
+            relabelled["canonical_user_id"],
+            relabelled["canonical_user_id_now"],
+            consent["canonical_user_id"],
+        ]
+    ).unique()
+    return ids, users
 
 
 def _after_midnight(sessions: SessionConfig) -> pl.Expr:
@@ -594,7 +630,8 @@ def activity_tables(
     dates: Iterable[date] = (),
     billing_from: date | None = None,
     arrived: pl.LazyFrame | None = None,
-    relabelled_users: Iterable[str] = (),
+    changed_users: Iterable[str] = (),
+    identity_map: pl.DataFrame | None = None,
 ) -> ActivityTables:
     """sessions, user_daily and account_daily as `DateRows`: built whole from `attributed`, or,
     given the `stored` tables (lazy scans), the rows of the dates to rebuild after changes on
@@ -609,10 +646,13 @@ def activity_tables(
     event moves a link's start earlier), billing (`billing_from`, the earliest date a changed
     billing row takes effect) and is_admin (a role change holds for every day of that user).
 
-    On the stored dates only the users `_touched_users` finds and the accounts their rows are in
-    are rebuilt, given `arrived` (the new events; their event_id is read) and
-    `relabelled_users` (the old and new canonical ids of relabelled ids); without `arrived`
-    every user of those dates is.
+    On the stored dates only the users and accounts `_touched` finds are read and rebuilt, each
+    from the date its rows change, given `arrived` (the new events, attributed as `attributed`)
+    and `changed_users` (canonical ids whose rows change on every date they have: relabelled
+    ids' old and new users, users whose consent changed); without `arrived` every user of those
+    dates is. With `identity_map` (what `attributed` was built with), the events before the late
+    events' dates are filtered on their raw ids before attribution: a consent change far back
+    then costs its users' and accounts' events, not every event since.
     """
     if stored is None:
         sessions = sessionize(attributed, cfg.sessions).collect()
@@ -625,17 +665,17 @@ def activity_tables(
     span = None
     if activations is None:
         activations = first_activations(attributed, catalog)
+    touched = None
     if dates:
-        recent, activations = (  # attributed once: every step below reads these rows
-            frame.lazy()
-            for frame in pl.collect_all(
-                [
-                    attributed.filter(pl.col("event_date") >= first_date_read(dates)).select(
-                        ATTRIBUTED_COLUMNS
-                    ),
-                    activations,
-                ]
+        read = attributed.filter(pl.col("event_date") >= first_date_read(dates))
+        if arrived is not None:
+            touched = _touched(arrived, changed_users, stored, account_memberships, dates, cfg)
+        if touched is not None:
+            read = touched.read(
+                attributed, first_date_read(dates), identity_map, account_memberships
             )
+        recent, activations = (  # attributed once: every step below reads these rows
+            frame.lazy() for frame in pl.collect_all([read.select(ATTRIBUTED_COLUMNS), activations])
         )
         span = recompute_range(stored.account_daily, dates, recent, account_memberships, cfg)
     if span is None:
@@ -643,14 +683,9 @@ def activity_tables(
             ActivityTables(*(t.clear().collect() for t in stored)), lake.EMPTY_SPAN
         )
     else:
-        stored_last = stored.account_daily.select(pl.col("date").max()).collect().item()
-        old, touched = None, None
-        if stored_last is not None and stored_last >= span[0] and arrived is not None:
-            old = span[0], min(stored_last, span[1])
-            touched = _touched_users(recent, arrived, relabelled_users, stored_last, cfg.sessions)
         rebuilt = _date_rows(
             _rebuild(recent, account_memberships, billing_events, catalog, plans, cfg, activations,
-                     stored, span, old, touched),
+                     stored, span, touched),
             span,
         )  # fmt: skip
     rebuilt = _with_roles_reflagged(rebuilt, stored.user_daily, account_memberships, cfg)
@@ -737,28 +772,134 @@ def _to_recount(
     return min(found), max(found)
 
 
-def _touched_users(
-    recent: pl.LazyFrame,
+class _Touched(NamedTuple):
+    """What an update changes on the stored dates (to `stored_last`): the rows of these users
+    and accounts from the date in "from" on."""
+
+    users: pl.DataFrame  # canonical_user_id, from
+    accounts: pl.DataFrame  # account_id, from
+    stored_last: date
+    late_from: date | None  # the first date late events change
+
+    def user_rows(self, date_col: str, days_before: int = 0) -> pl.Expr:
+        return _on_or_after(self.users, "canonical_user_id", date_col, days_before)
+
+    def account_rows(self, date_col: str) -> pl.Expr:
+        return _on_or_after(self.accounts, "account_id", date_col, 0)
+
+    def read(
+        self,
+        attributed: pl.LazyFrame,
+        since: date,
+        identity_map: pl.DataFrame | None,
+        account_memberships: pl.LazyFrame,
+    ) -> pl.LazyFrame:
+        """The attributed events an update reads: all of the new dates, and the touched users'
+        (with the day before, for sessions) and accounts' from their dates."""
+        wanted = (
+            (pl.col("event_date") > self.stored_last)
+            | self.user_rows("event_date", 1)
+            | self.account_rows("event_date")
+        )
+        # from here on every event is read: the late events touch too many users to pick theirs
+        near = self.late_from - timedelta(days=1) if self.late_from else self.stored_last
+        if identity_map is None or near <= since:
+            return attributed.filter(pl.col("event_date") >= since).filter(wanted)
+        # Before `near` only a few users' and accounts' rows change (a merge, a consent): their
+        # members' raw ids select those events before attribution, in the scan.
+        early = self.accounts.filter(pl.col("from") < near)
+        users = pl.concat(
+            [
+                self.users.filter(pl.col("from") <= near)["canonical_user_id"],
+                account_memberships.join(early.lazy(), on="account_id", how="semi")
+                .select("canonical_user_id")
+                .collect()
+                .to_series(),
+            ]
+        )
+        ids = identity_map.filter(pl.col("canonical_user_id").is_in(users.implode()))["id"]
+        before = attributed.filter(
+            pl.col("event_date").is_between(since, near, closed="left")
+            & pl.coalesce("user_id", "anonymous_id").is_in(ids.implode())
+        )
+        # collected alone: shared with the other part, the plan would be attributed whole first
+        before = before.filter(wanted).collect().lazy()
+        return pl.concat([before, attributed.filter(pl.col("event_date") >= near).filter(wanted)])
+
+
+def _on_or_after(froms: pl.DataFrame, key: str, date_col: str, days_before: int) -> pl.Expr:
+    """True on a row whose `key` is in `froms` and whose date is on or after its "from" date
+    (less `days_before`); False elsewhere."""
+    start = pl.col(key).replace_strict(
+        froms[key], froms["from"], default=None, return_dtype=pl.Date
+    )
+    return (pl.col(date_col) >= start - timedelta(days=days_before)).fill_null(False)
+
+
+def _touched(
     arrived: pl.LazyFrame,
-    relabelled_users: Iterable[str],
-    stored_last: date,
-    sessions: SessionConfig,
-) -> pl.Series:
-    """The users whose stored rows an update changes: those with an arrived event on a stored
-    date, or just after midnight of the next (it may continue their last stored session), and
-    those whose ids were relabelled. Other users' stored rows depend on nothing that arrived."""
-    on_stored = (pl.col("event_date") <= stored_last) | (
-        (pl.col("event_date") == stored_last + timedelta(days=1)) & _after_midnight(sessions)
+    changed_users: Iterable[str],
+    stored: ActivityTables,
+    account_memberships: pl.LazyFrame,
+    dates: list[date],
+    cfg: ActivityConfig,
+) -> _Touched | None:
+    """The users whose stored rows an update changes and the accounts those rows are in, each
+    from the date they change; None when no stored date changes.
+
+    Users with an arrived event on a stored date change from the earliest such date (a day
+    before it for an event just after midnight: it may continue a stored session), and
+    `changed_users` from the first affected date. An account changes from the date any of its
+    members' changes does (an event counts only for one of the user's accounts, and their
+    stored rows show where they counted before), or from its first member's first day if that
+    is a changed date (its rows start there). Other users' and accounts' stored rows depend on nothing that arrived.
+    """
+    stored_last = stored.account_daily.select(pl.col("date").max()).collect().item()
+    if stored_last is None or stored_last < dates[0]:
+        return None
+    day = pl.col("event_date")
+    changes_from = (
+        pl.when(_after_midnight(cfg.sessions)).then(day - timedelta(days=1)).otherwise(day)
     )
-    theirs = (
-        recent.join(arrived.select("event_id").unique(), on="event_id", how="semi")
-        .filter(on_stored)
-        .select("canonical_user_id")
+    late = (
+        arrived.filter(day <= stored_last + timedelta(days=1))
+        .select("canonical_user_id", changes=changes_from)
+        .filter(pl.col("changes") <= stored_last)
     )
-    relabelled = pl.LazyFrame(
-        {"canonical_user_id": list(relabelled_users)}, schema={"canonical_user_id": pl.String}
+    late_from = late.select(pl.col("changes").min()).collect().item()
+    users = pl.concat(
+        [
+            late.select("canonical_user_id", pl.lit(late_from, pl.Date).alias("from")),
+            pl.LazyFrame(
+                {"canonical_user_id": list(changed_users)}, schema={"canonical_user_id": pl.String}
+            ).with_columns(pl.lit(dates[0], pl.Date).alias("from")),
+        ]
     )
-    return pl.concat([theirs, relabelled]).drop_nulls().unique().collect().to_series()
+    users = users.drop_nulls().group_by("canonical_user_id").agg(pl.col("from").min()).collect()
+    mine = users.lazy()
+    members = account_memberships.lazy()
+    stored_rows = [
+        stored.sessions.select("canonical_user_id", "account_id", date="session_date"),
+        stored.user_daily.select("canonical_user_id", "account_id", "date"),
+    ]
+    accounts = pl.concat(
+        [
+            *(
+                rows.filter(pl.col("date") >= dates[0])
+                .join(mine, on="canonical_user_id")
+                .filter(pl.col("date") >= pl.col("from"))
+                .select("account_id", "from")
+                for rows in stored_rows
+            ),
+            members.join(mine, on="canonical_user_id").select("account_id", "from"),
+            # an account's rows start at its first member's: a late event may move that earlier
+            members.group_by("account_id")
+            .agg(pl.col("valid_from").min().dt.date().alias("from"))
+            .filter(pl.col("from").is_between(dates[0], stored_last)),
+        ]
+    )
+    accounts = accounts.drop_nulls().group_by("account_id").agg(pl.col("from").min()).collect()
+    return _Touched(users, accounts, stored_last, late_from)
 
 
 def _rebuild(
@@ -771,76 +912,57 @@ def _rebuild(
     activations: pl.LazyFrame,
     stored: ActivityTables,
     span: tuple[date, date],
-    old: tuple[date, date] | None,
-    touched: pl.Series | None,
+    touched: _Touched | None,
 ) -> ActivityTables:
     """The three tables' rows of the dates in `span`, from the events since the day before it.
 
-    With `touched` users, the stored dates in `span` (`old`) are rebuilt only for them and the
-    accounts their rows are in (10M, day 60: about 40% of users, 65% of accounts): the other
-    rows of those dates are kept, with what later data changes refreshed (`_with_user_flags`,
-    `_recounted`). Dates after `old` are new and built for everyone.
+    With `touched`, the stored dates in `span` are rebuilt only for its users and accounts, each
+    from its own date (10M, day 60: about 40% of users and 65% of accounts from the late
+    events' dates): the other rows of those dates are kept, with what later data changes
+    refreshed (`_with_user_flags`, `_recounted`). Later dates are new and built for everyone.
     """
     window = span[0] - timedelta(days=cfg.mau_days - 1), span[0] - timedelta(days=1)
     users_before = stored.user_daily.filter(pl.col("date").is_between(*window))
-    if touched is None or old is None:
+    if touched is None:
         sessions = sessionize(recent, cfg.sessions, span).collect()
         users, accounts = daily_tables(
             recent, sessions.lazy(), account_memberships, billing_events, catalog, plans, cfg,
             span, activations, users_before,
         )  # fmt: skip
         return ActivityTables(sessions, users, accounts)
+    old = span[0], min(touched.stored_last, span[1])
     new_from = old[1] + timedelta(days=1)
-    mine = pl.col("canonical_user_id").is_in(touched.implode())
+    user_rows = touched.user_rows
     # an untouched user's sessions on new dates start on them (else they would be touched)
-    ev = recent.filter((pl.col("event_date") >= new_from) | mine)
-    sessions, kept_sessions, kept_users, their_old = pl.collect_all(
+    new = pl.col("event_date") >= new_from
+    sessions, kept_sessions, kept_users = pl.collect_all(
         [
-            sessionize(ev, cfg.sessions, span),
-            stored.sessions.filter(pl.col("session_date").is_between(*old) & ~mine),
-            stored.user_daily.filter(pl.col("date").is_between(*old) & ~mine),
-            pl.concat(  # the accounts the touched users' stored rows counted for
-                [
-                    stored.sessions.filter(pl.col("session_date").is_between(*old) & mine),
-                    stored.user_daily.filter(pl.col("date").is_between(*old) & mine),
-                ],
-                how="diagonal",
-            ).select("account_id"),
+            sessionize(recent.filter(new | user_rows("event_date", 1)), cfg.sessions, span).filter(
+                (pl.col("session_date") >= new_from) | user_rows("session_date")
+            ),
+            stored.sessions.filter(
+                pl.col("session_date").is_between(*old) & ~user_rows("session_date")
+            ),
+            stored.user_daily.filter(pl.col("date").is_between(*old) & ~user_rows("date")),
         ]
     )
     all_sessions = pl.concat([kept_sessions, sessions]).lazy()
     users = user_daily(
-        ev, all_sessions, account_memberships, catalog, plans, cfg, span, activations
-    ).collect()
+        recent.filter(new | user_rows("event_date")), all_sessions, account_memberships, catalog,
+        plans, cfg, span, activations,
+    ).collect()  # fmt: skip
     kept_users = _with_user_flags(
         kept_users.lazy().drop("is_admin", "activated"), account_memberships, activations, cfg
     ).select(users.columns)
     all_users = pl.concat([kept_users.collect(), users])
-    accounts_touched = (
-        pl.concat(
-            [
-                their_old["account_id"],
-                sessions.filter(pl.col("session_date") <= old[1])["account_id"],
-                users.filter(pl.col("date") <= old[1])["account_id"],
-                # a new first member moves the start of an account's rows
-                account_memberships.filter(pl.col("valid_from").dt.date().is_between(*old))
-                .select("account_id")
-                .collect()
-                .to_series(),
-            ]
-        )
-        .drop_nulls()
-        .unique()
-    )
-    theirs = pl.col("account_id").is_in(accounts_touched.implode())
-    fresh = pl.col("date") >= new_from
+    theirs = touched.account_rows
     accounts = account_daily(
-        recent.filter((pl.col("event_date") >= new_from) | theirs),
-        all_sessions.filter((pl.col("session_date") >= new_from) | theirs),
+        recent.filter(new | theirs("event_date")),
+        all_sessions.filter((pl.col("session_date") >= new_from) | theirs("session_date")),
         account_memberships, billing_events, catalog, plans, cfg, span, activations,
         _presence(users_before, all_users.lazy()),
-    ).filter(fresh | theirs)  # fmt: skip
-    kept_accounts = stored.account_daily.filter(pl.col("date").is_between(*old) & ~theirs)
+    ).filter((pl.col("date") >= new_from) | theirs("date"))  # fmt: skip
+    kept_accounts = stored.account_daily.filter(pl.col("date").is_between(*old) & ~theirs("date"))
     accounts, kept_accounts = pl.collect_all([accounts, kept_accounts])
     refreshed = _recounted(kept_accounts, account_memberships, billing_events, plans, activations)
     return ActivityTables(

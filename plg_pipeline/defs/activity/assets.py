@@ -100,7 +100,7 @@ def activity_tables(
             ("no stored state", state is None),
             ("stored tables missing", not _has_outputs(settings)),
             ("event partitions rewritten", state is not None and rewritten),
-            ("config or consent changed", state is not None and not state.same_basis(now)),
+            ("config changed", state is not None and state.config_digest != now.config_digest),
         )
         if applies
     ]
@@ -117,29 +117,27 @@ def activity_tables(
     activations = activity.first_activations(consenting(candidates.lazy()), catalog)
     args = (members.lazy(), billing, catalog, plans, cfg, activations)
     if incremental:
-        relabelled = state.identity.join(now.identity, on="id", suffix="_now").filter(
-            pl.col("canonical_user_id") != pl.col("canonical_user_id_now")
-        )
+        changed_ids, changed_users = state.changed_users(now)
         dates = (
-            activity.affected_dates(new_events, cfg.sessions, relabelled, events) if added else []
+            activity.affected_dates(new_events, cfg.sessions, changed_ids, events) if added else []
         )
         stored = activity.ActivityTables(*(lake.scan_dates(settings.lake, t) for t in TABLES))
         # attribute only the events the update reads
         since = activity.first_date_read(dates) if dates else None
         recent = events.filter(pl.col("event_date") >= since) if dates else events
         billing_from = activity.billing_changed_from(state.billing, now.billing)
-        relabelled_users = pl.concat(
-            [relabelled["canonical_user_id"], relabelled["canonical_user_id_now"]]
-        )
         tables = activity.activity_tables(
-            consenting(recent), *args, stored, dates, billing_from, new_events, relabelled_users
-        )
+            consenting(recent), *args, stored, dates, billing_from,
+            arrived=consenting(new_events) if added else None, changed_users=changed_users,
+            identity_map=ids,
+        )  # fmt: skip
         mode = f"incremental: {len(added)} new day(s), {len(dates)} date(s) affected"
         if billing_from is not None:
             mode += f", billing changed from {billing_from}"
-        # the checks measure the dates this run rebuilt, at a cost that does not grow with history
-        checked = recent if dates else events.clear()
-        scope = f"events dated {since} or later" if dates else "no new events"
+        # the checks measure the new events' dates, at a cost that does not grow with history
+        first = new_events.select(pl.col("event_date").min()).collect().item() if added else None
+        checked = events.filter(pl.col("event_date") >= first) if first else events.clear()
+        scope = f"events dated {first} or later" if first else "no new events"
     else:
         tables = activity.activity_tables(consenting(events), *args)
         mode = f"full: {why_full[0]}"
@@ -219,8 +217,8 @@ class ActivityState:
     activation_candidates: pl.DataFrame
     """activity.activation_candidates of the events seen: first activations without history."""
 
-    def same_basis(self, other: "ActivityState") -> bool:
-        return self.config_digest == other.config_digest and self.opted_out.equals(other.opted_out)
+    def changed_users(self, now: "ActivityState") -> tuple[pl.DataFrame, pl.Series]:
+        return activity.changed_users(self.identity, now.identity, self.opted_out, now.opted_out)
 
     def write(self, directory: Path) -> None:
         for name in FRAMES:
