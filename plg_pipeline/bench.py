@@ -237,6 +237,24 @@ def stage_prepare(raw: Path, lake_dir: Path, out: Path, days: list[date]) -> dic
     return stage_downstream(raw, out, days)
 
 
+_KEYS = {
+    "sessions": ["session_id"],
+    "user_daily": ["canonical_user_id", "account_id", "date"],
+    "account_daily": ["account_id", "date"],
+}
+
+
+def stage_same(updated: Path, built: Path) -> dict:
+    """The activity tables that differ between an incrementally updated lake and a full build."""
+    differ = []
+    for table, keys in _KEYS.items():
+        a = lake.scan_dates(updated, table).collect().sort(keys)
+        b = lake.scan_dates(built, table).collect().sort(keys)
+        if a.columns != b.columns or not a.equals(b):
+            differ.append(table)
+    return {"differ": differ}
+
+
 def stage_duckdb(raw: Path) -> dict:
     """The floor: DuckDB alone parsing every event file into a table."""
     import duckdb
@@ -322,6 +340,8 @@ def _report(stages: dict, n: int, floor: dict, pandas: dict, pandas_days: int, i
             f"{label} <= {INCREMENTAL_FACTOR:.0f}x its share ({share:.2f} s): "
             f"{s['seconds'] / share:.2f}x",
         )
+    differ = {label: s["differ"] for label, s in incr.items() if s["differ"]}
+    _check(not differ, f"each extra day equals a full build of the same days: {differ or 'yes'}")
     (first, at_first), (end, at_end) = ((k, s["peak_rss"]) for k, s in incr.items())
     _check(
         at_end <= MEMORY_GROWTH * at_first,
@@ -375,7 +395,12 @@ def run_bench(args: argparse.Namespace) -> int:
         state = work / f"state_{upto}"
         shutil.rmtree(state, ignore_errors=True)
         in_child(stage_prepare, raw, lake_dir, state, days[:upto])
-        incr[f"day {upto + 1} after {upto}"] = in_child(stage_incremental, raw, state, days[upto])
+        label = f"day {upto + 1} after {upto}"
+        incr[label] = in_child(stage_incremental, raw, state, days[upto])
+        full = work / f"full_{upto + 1}"  # the same days built whole: the update must equal it
+        shutil.rmtree(full, ignore_errors=True)
+        in_child(stage_prepare, raw, lake_dir, full, days[: upto + 1])
+        incr[label]["differ"] = in_child(stage_same, state, full)["differ"]
     budget = args.pandas_events or max(PANDAS_MIN_EVENTS, args.events // 10)
     subsample = _pandas_days(days, lake_dir, budget)
     pandas = in_child(stage_pandas, raw, subsample)

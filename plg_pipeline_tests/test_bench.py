@@ -42,7 +42,8 @@ def test_bench_prints_every_figure(tmp_path, capsys):
     for name in figures:
         assert any(r.startswith(name) for r in rows), (name, out)
     verdicts = [line.split()[0] for line in out.splitlines() if line.startswith("  ")]
-    assert len(verdicts) == 7 and set(verdicts) <= {"PASS", "FAIL"}, out
+    assert len(verdicts) == 8 and set(verdicts) <= {"PASS", "FAIL"}, out
+    assert "PASS each extra day equals a full build of the same days: yes" in out, out
     # the lake the stages wrote has every arrival day and a full account_daily
     days = ingest.arrival_days(tmp_path / "raw")
     assert len(days) >= DAYS
