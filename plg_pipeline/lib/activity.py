@@ -851,8 +851,9 @@ def _touched(
     before it for an event just after midnight: it may continue a stored session), and
     `changed_users` from the first affected date. An account changes from the date any of its
     members' changes does (an event counts only for one of the user's accounts, and their
-    stored rows show where they counted before), or from its first member's first day if that
-    is a changed date (its rows start there). Other users' and accounts' stored rows depend on nothing that arrived.
+    stored rows show where they counted before); that covers an account whose rows now start
+    earlier, as only a member's late event can move its first member's day. Other users' and
+    accounts' stored rows depend on nothing that arrived.
     """
     stored_last = stored.account_daily.select(pl.col("date").max()).collect().item()
     if stored_last is None or stored_last < dates[0]:
@@ -892,10 +893,6 @@ def _touched(
                 for rows in stored_rows
             ),
             members.join(mine, on="canonical_user_id").select("account_id", "from"),
-            # an account's rows start at its first member's: a late event may move that earlier
-            members.group_by("account_id")
-            .agg(pl.col("valid_from").min().dt.date().alias("from"))
-            .filter(pl.col("from").is_between(dates[0], stored_last)),
         ]
     )
     accounts = accounts.drop_nulls().group_by("account_id").agg(pl.col("from").min()).collect()
