@@ -208,7 +208,7 @@ def stage_incremental(raw: Path, out: Path, day: date) -> dict:
         _opted_out(facts_before.consent(before.identity_map)).collect(),
         _opted_out(consent).collect(),
     )
-    dates = activity.affected_dates(new_events, cfg.sessions, changed_ids, events)
+    dates = activity.affected_dates(new_events, changed_ids, events)
     recent = events.filter(pl.col("event_date") >= activity.first_date_read(dates))
     attributed = _attributed(recent, state.identity_map, members, consent)
     stored = activity.ActivityTables(

@@ -105,7 +105,7 @@ def with_late(base: list[dict], late: list[dict]):
     late = labelled(late)
     attributed, _, members = pipeline(base + late)
     arrived = make_events(late)
-    dates = affected_dates(arrived, CFG.sessions)
+    dates = affected_dates(arrived)
     return full_tables(base), attributed, members, dates, arrived
 
 
@@ -254,8 +254,9 @@ def test_incremental_equals_full_after_late_events(seed, late_days, stored_activ
 
     attributed, _, members = pipeline(base + late)
     new_events = make_events(late)
-    dates = affected_dates(new_events, CFG.sessions)
-    assert dates == sorted({r["event_time"].date() for r in late})
+    dates = affected_dates(new_events)
+    when = {r["event_time"].date() for r in late}
+    assert dates == sorted(when | {d - timedelta(days=1) for d in when})  # and the day before
     activations = None
     if stored_activations:
         # what the activity asset keeps: each id's first activation, merged day by day
@@ -314,8 +315,8 @@ def test_affected_dates_include_relabelled_history():
     )
     state, _ = update_identity(None, old, CFG.identity)
     _, relabelled = update_identity(state, new, CFG.identity)
-    dates = affected_dates(new, CFG.sessions, relabelled, pl.concat([old, new]))
-    assert dates == [day(2).date(), day(9).date()]
+    dates = affected_dates(new, relabelled, pl.concat([old, new]))
+    assert dates == [day(n).date() for n in (1, 2, 8, 9)]
 
 
 def test_config_errors_name_file_and_key(tmp_path: Path):
@@ -338,7 +339,7 @@ def test_late_events_without_new_dates_rebuild_only_their_windows():
     # only the events from the first affected date on are needed to find the range
     recent = attributed.filter(pl.col("event_date") >= dates[0])
     assert recompute_range(existing.account_daily, dates, recent, members, CFG) == (
-        day(5).date(),
+        day(4).date(),
         day(6 + 27).date(),
     )
     updated = update(
@@ -349,21 +350,22 @@ def test_late_events_without_new_dates_rebuild_only_their_windows():
 
 def test_a_late_first_event_recounts_members_past_the_rebuilt_dates():
     """u50 joined acc1 on day 45; a late event shows them there on day 3: acc1's member count
-    rises on days 3 to 44, past the MAU window the late date rebuilds (3 + 27 = day 30)."""
+    rises on days 3 to 44, past the MAU window the late dates rebuild (day 2, the day before,
+    to 3 + 27 = day 30)."""
     base = [*random_rows(9), track("u50", "Feature Used", day(45), "acc1", feature="sso")]
     late = [track("u50", "Report Exported", day(3), "acc1")]
     existing, attributed, members, dates, arrived = with_late(base, late)
     recent = attributed.filter(pl.col("event_date") >= dates[0])
     assert recompute_range(existing.account_daily, dates, recent, members, CFG) == (
-        day(3).date(),
+        day(2).date(),
         day(30).date(),
     )
     stored = ActivityTables(*(frame.lazy() for frame in existing))
     rebuilt = activity_tables(
         attributed, members, billing([]), CAT, PLANS, CFG, stored=stored, dates=dates
     )
-    assert rebuilt.account_daily.span == (day(3).date(), day(44).date())
-    assert rebuilt.sessions.span == rebuilt.user_daily.span == (day(3).date(), day(30).date())
+    assert rebuilt.account_daily.span == (day(2).date(), day(44).date())
+    assert rebuilt.sessions.span == rebuilt.user_daily.span == (day(2).date(), day(30).date())
     updated = update(
         existing, attributed, members, billing([]), CAT, PLANS, CFG, dates=dates, arrived=arrived
     )
@@ -446,8 +448,8 @@ def test_a_merge_moves_the_stored_rows_of_both_ids_to_one_user(with_identity_map
     state, _ = update_identity(None, make_events(base), CFG.identity)
     now, relabelled = update_identity(state, arrived, CFG.identity)
     assert relabelled.rows() == [("a7", "a7", "u70")]
-    dates = affected_dates(arrived, CFG.sessions, relabelled, make_events(base + late))
-    assert dates[0] == day(2).date()
+    dates = affected_dates(arrived, relabelled, make_events(base + late))
+    assert dates[0] == day(1).date()
     users = pl.concat([relabelled["old_canonical_user_id"], relabelled["new_canonical_user_id"]])
     updated = update(
         existing, attributed, members, billing([]), CAT, PLANS, CFG, dates=dates, arrived=arrived,
@@ -486,7 +488,7 @@ def test_a_withdrawn_consent_removes_the_users_stored_rows_and_recounts_their_ac
     opted_out = pl.DataFrame({"canonical_user_id": ["u3"]})
     ids, users = changed_users(identities, identities, opted_out.clear(), opted_out)
     assert users.to_list() == ["u3"]
-    dates = affected_dates(make_events(late), CFG.sessions, ids, make_events(base + late))
+    dates = affected_dates(make_events(late), ids, make_events(base + late))
     assert len(dates) > 20  # every date u3 was active
     updated = update(
         existing, consenting, members, billing([]), CAT, PLANS, CFG, dates=dates,
@@ -508,8 +510,30 @@ def test_a_touched_users_session_from_the_day_before_keeps_its_start():
     ]
     late = [track("u41", "Project Created", day(10, 15)), track("u5", "Feature Used", day(60))]
     existing, attributed, members, dates, arrived = with_late(base, late)
-    assert dates[0] == day(10).date()
+    assert dates[0] == day(9).date()
     updated = update(
         existing, attributed, members, billing([]), CAT, PLANS, CFG, dates=dates, arrived=arrived
     )
     assert_tables_equal(updated, full_tables(base + late))
+
+
+def test_a_late_event_inside_a_session_that_crossed_midnight_joins_it():
+    """u42's stored session chains from 23:50 on day 9 to 00:40 on day 10; a late event at
+    01:00 on day 10, long after midnight, still belongs to it, so day 9 is rebuilt for u42."""
+    base = [
+        *random_rows(16),
+        track("u42", "Feature Used", day(9, 23, 50), "acc1", feature="sso"),
+        track("u42", "Report Exported", day(10, 0, 15), "acc1"),
+        track("u42", "Report Exported", day(10, 0, 40), "acc1"),
+    ]
+    late = [
+        track("u42", "Project Created", day(10, 1, 0), "acc1"),
+        track("u5", "Feature Used", day(60)),
+    ]
+    existing, attributed, members, dates, arrived = with_late(base, late)
+    updated = update(
+        existing, attributed, members, billing([]), CAT, PLANS, CFG, dates=dates, arrived=arrived
+    )
+    assert_tables_equal(updated, full_tables(base + late))
+    sessions = updated.sessions.filter(pl.col("canonical_user_id") == "u42")
+    assert sessions.select("session_date", "events").rows() == [(day(9).date(), 4)]

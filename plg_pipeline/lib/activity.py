@@ -456,15 +456,14 @@ def _column_order(plans: PlanCatalog) -> list[str]:
 
 def affected_dates(
     new_events: pl.LazyFrame,
-    sessions: SessionConfig,
     changed_ids: pl.DataFrame | None = None,
     events: pl.LazyFrame | None = None,
 ) -> list[date]:
     """Event dates whose figures new data may change: the new events' own dates, plus every
     date on which one of `changed_ids` (an "id" column) has an event in `events`: ids
-    relabelled (a merge turns two active users into one) or whose consent changed. An event
-    within the inactivity gap after midnight may continue a session of the day before, which
-    that day holds: it is affected too.
+    relabelled (a merge turns two active users into one) or whose consent changed. Each with
+    the day before: an event may belong to a session that started then, which that day holds
+    (`_touched` narrows this to the users whose sessions can).
     """
     parts = [new_events]
     if changed_ids is not None and events is not None and changed_ids.height:
@@ -475,12 +474,7 @@ def affected_dates(
     found = pl.concat(
         [
             *(part.select("event_date") for part in parts),
-            *(
-                part.filter(_after_midnight(sessions)).select(
-                    pl.col("event_date") - timedelta(days=1)
-                )
-                for part in parts
-            ),
+            *(part.select(pl.col("event_date") - timedelta(days=1)) for part in parts),
         ]
     )
     return sorted(found.unique().drop_nulls().collect()["event_date"].to_list())
@@ -847,8 +841,9 @@ def _touched(
     """The users whose stored rows an update changes and the accounts those rows are in, each
     from the date they change; None when no stored date changes.
 
-    Users with an arrived event on a stored date change from the earliest such date (a day
-    before it for an event just after midnight: it may continue a stored session), and
+    Users with an arrived event on a stored date change from the day before the earliest such
+    date (it may fall in a session that started then; on the next date, only an event just
+    after midnight can), and
     `changed_users` from the first affected date. An account changes from the date any of its
     members' changes does (an event counts only for one of the user's accounts, and their
     stored rows show where they counted before); that covers an account whose rows now start
@@ -859,8 +854,13 @@ def _touched(
     if stored_last is None or stored_last < dates[0]:
         return None
     day = pl.col("event_date")
+    # A late event on a stored date may fall in a stored session that started the day before,
+    # a chain of events across midnight; on the first new date only the user's first event,
+    # which arrived with it, can continue one, so only within the gap after midnight.
     changes_from = (
-        pl.when(_after_midnight(cfg.sessions)).then(day - timedelta(days=1)).otherwise(day)
+        pl.when((day <= stored_last) | _after_midnight(cfg.sessions))
+        .then(day - timedelta(days=1))
+        .otherwise(day)
     )
     late = (
         arrived.filter(day <= stored_last + timedelta(days=1))

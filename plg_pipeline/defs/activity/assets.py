@@ -118,9 +118,7 @@ def activity_tables(
     args = (members.lazy(), billing, catalog, plans, cfg, activations)
     if incremental:
         changed_ids, changed_users = state.changed_users(now)
-        dates = (
-            activity.affected_dates(new_events, cfg.sessions, changed_ids, events) if added else []
-        )
+        dates = activity.affected_dates(new_events, changed_ids, events) if added else []
         stored = activity.ActivityTables(*(lake.scan_dates(settings.lake, t) for t in TABLES))
         # attribute only the events the update reads
         since = activity.first_date_read(dates) if dates else None
