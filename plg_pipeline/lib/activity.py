@@ -636,9 +636,10 @@ def activity_tables(
     (first_activations of all history), nothing older is read at all. Of the stored tables it
     reads the user-days of the MAU window before that date and account_daily's last date, so
     its cost follows the dates rebuilt, not the history. Stored rows outside the rebuilt dates
-    change in three ways, and only those columns are refreshed: member counts (a late first
-    event moves a link's start earlier), billing (`billing_from`, the earliest date a changed
-    billing row takes effect) and is_admin (a role change holds for every day of that user).
+    change in these ways, and only those columns are refreshed: member counts (a late first
+    event moves a link's start earlier; activations are taken again with them), billing
+    (`billing_from`, the earliest date a changed billing row takes effect) and is_admin (a role
+    change holds for every day of that user).
 
     On the stored dates only the users and accounts `_touched` finds are read and rebuilt, each
     from the date its rows change, given `arrived` (the new events, attributed as `attributed`)

@@ -63,8 +63,9 @@ def activity_tables(
     """Attribute events to users and accounts, drop users without analytics consent, aggregate.
 
     Incremental when new arrival days or billing rows came in: the dates they touch (plus
-    those of identities merged since) are rebuilt, and the IO manager replaces just those date
-    files; rewritten event partitions, a config change or a consent change rebuild in full.
+    those of identities merged or consent changed since, for those users and their accounts)
+    are rebuilt, and the IO manager replaces just those date files; rewritten event partitions
+    or a config change rebuild in full.
     The data-quality checks are blocking: a failing one stops scoring, triggers and actions.
     """
     cfg = activity.load_activity_config(settings.config)
