@@ -537,3 +537,21 @@ def test_a_late_event_inside_a_session_that_crossed_midnight_joins_it():
     assert_tables_equal(updated, full_tables(base + late))
     sessions = updated.sessions.filter(pl.col("canonical_user_id") == "u42")
     assert sessions.select("session_date", "events").rows() == [(day(9).date(), 4)]
+
+
+def test_a_late_earlier_activation_moves_it_past_the_rebuilt_dates():
+    """u60 first created a project on day 50; a late event shows one on day 3. Their user-days
+    from day 3 on are activated and acc1's activation moves from day 50 to day 3, both past the
+    MAU window the late date rebuilds (day 2 to 3 + 27 = day 30)."""
+    active = [track("u60", "Feature Used", day(n, 10), "acc1", feature="sso") for n in range(3, 51)]
+    base = [*random_rows(11), *active, track("u60", "Project Created", day(50, 11), "acc1")]
+    late = [track("u60", "Project Created", day(3, 11), "acc1")]
+    existing, attributed, members, dates, arrived = with_late(base, late)
+    assert (
+        recompute_range(existing.account_daily, dates, attributed, members, CFG)[1] < day(50).date()
+    )
+    for kwargs in ({}, {"arrived": arrived}):
+        updated = update(
+            existing, attributed, members, billing([]), CAT, PLANS, CFG, dates=dates, **kwargs
+        )
+        assert_tables_equal(updated, full_tables(base + late))

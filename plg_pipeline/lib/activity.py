@@ -683,8 +683,12 @@ def activity_tables(
                      stored, span, touched),
             span,
         )  # fmt: skip
-    rebuilt = _with_roles_reflagged(rebuilt, stored.user_daily, account_memberships, cfg)
-    refresh = _to_recount(stored.account_daily, account_memberships, dates, span, billing_from)
+    rebuilt = _with_flags_refreshed(
+        rebuilt, stored.user_daily, account_memberships, activations, cfg
+    )
+    refresh = _to_recount(
+        stored.account_daily, account_memberships, dates, span, billing_from, activations
+    )
     if refresh is None:
         return rebuilt
     (first, last), again = _around(stored.account_daily, refresh, span)
@@ -703,25 +707,41 @@ def _around(
     return (first, last), stored.filter(pl.col("date").is_between(first, last) & outside)
 
 
-def _with_roles_reflagged(
+def _with_flags_refreshed(
     rebuilt: ActivityTables,
     stored: pl.LazyFrame,
     account_memberships: pl.LazyFrame,
+    activations: pl.LazyFrame,
     cfg: ActivityConfig,
 ) -> ActivityTables:
-    """A role change flips is_admin on every stored day of that user and account: the stored
-    user_daily rows of those days, outside the rebuilt ones, are re-flagged (only then read)."""
+    """is_admin and activated follow the user's latest role and first activation, so a role
+    change or a late, earlier activation flips them on stored days of that user outside the
+    rebuilt ones: those user_daily rows are re-flagged (only then read)."""
     keys = ["canonical_user_id", "account_id"]
+    day, activated = pl.col("date"), pl.col("activated")
     flags = stored.group_by(keys).agg(
-        pl.col("is_admin").first(), first=pl.col("date").min(), last=pl.col("date").max()
+        pl.col("is_admin").first(),
+        first=day.min(),
+        last=day.max(),
+        first_activated=day.filter(activated).min(),
+        last_inactive=day.filter(~activated).max(),
     )
     now = _admins(account_memberships, cfg).rename({"is_admin": "now"})
+    since = pl.col("activation_date")
+    activation_moved = (
+        pl.when(since.is_null())
+        .then(pl.col("first_activated").is_not_null())
+        .otherwise((pl.col("last_inactive") >= since) | (pl.col("first_activated") < since))
+        .fill_null(False)
+    )
     changed = (
         flags.join(now, on=keys, how="left")
-        .filter(pl.col("is_admin") != pl.col("now").fill_null(False))
+        .join(activations.select("canonical_user_id", "activation_date"), on="canonical_user_id",
+              how="left")
+        .filter((pl.col("is_admin") != pl.col("now").fill_null(False)) | activation_moved)
         .select(pl.col("first").min(), pl.col("last").max())
         .collect()
-    )
+    )  # fmt: skip
     first, last = changed.row(0)
     users = rebuilt.user_daily
     span = users.span if users.span != lake.EMPTY_SPAN else None
@@ -729,7 +749,9 @@ def _with_roles_reflagged(
         return rebuilt
     (first, last), again = _around(stored, (first, last), span)
     columns = users.frame.columns
-    reflagged = _with_admin(again.drop("is_admin"), account_memberships, cfg).select(columns)
+    reflagged = _with_user_flags(
+        again.drop("is_admin", "activated"), account_memberships, activations, cfg
+    ).select(columns)
     frame = pl.concat([reflagged.collect(), users.frame])
     return rebuilt._replace(user_daily=lake.DateRows(frame, "date", (first, last)))
 
@@ -740,12 +762,15 @@ def _to_recount(
     dates: list[date],
     span: tuple[date, date] | None,
     billing_from: date | None,
+    activations: pl.LazyFrame,
 ) -> tuple[date, date] | None:
-    """The stored account_daily dates outside `span` whose members or billing columns change.
+    """The stored account_daily dates outside `span` whose members, activations or billing
+    columns change.
 
     Billing changes every date from `billing_from` on. A member count changes from a changed
     link's first event, an affected date, to the link's old first event, which may be any later
-    date: the stored counts from the first affected date on are compared with the new ones.
+    date; a late activation moves a user's first one from any later date to an affected one:
+    the stored counts from the first affected date on are compared with the new ones.
     """
     found: list[date] = []
     if billing_from is not None:
@@ -753,11 +778,17 @@ def _to_recount(
         if last is not None and billing_from <= last:
             found += [billing_from, last]
     if dates:
-        rows = stored.filter(pl.col("date") >= dates[0]).select("account_id", "date", "members")
-        now = _with_members(rows.drop("members"), account_memberships)
+        keys = ["account_id", "date"]
+        rows = stored.filter(pl.col("date") >= dates[0]).select(*keys, "members", "activations")
+        now = _with_members(rows.select(keys), account_memberships).join(
+            _activation_counts(activations), on=keys, how="left"
+        )
         differ = (
-            rows.join(now, on=["account_id", "date"], suffix="_now")
-            .filter(pl.col("members") != pl.col("members_now"))
+            rows.join(now, on=keys, suffix="_now")
+            .filter(
+                (pl.col("members") != pl.col("members_now"))
+                | (pl.col("activations") != pl.col("activations_now").fill_null(0))
+            )
             .select(first=pl.col("date").min(), last=pl.col("date").max())
             .collect()
         )
