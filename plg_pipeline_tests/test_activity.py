@@ -14,6 +14,7 @@ from plg_pipeline.lib.activity import (
     ACTIVATION_COLUMNS,
     ActivityConfig,
     ActivityTables,
+    _quotient,
     account_daily,
     activation_candidates,
     activity_tables,
@@ -555,3 +556,11 @@ def test_a_late_earlier_activation_moves_it_past_the_rebuilt_dates():
             existing, attributed, members, billing([]), CAT, PLANS, CFG, dates=dates, **kwargs
         )
         assert_tables_equal(updated, full_tables(base + late))
+
+
+def test_seat_utilisation_divides_by_a_repeated_divisor_exactly():
+    """A divisor column of one repeated value (here a literal; a join can leave one behind)
+    still gives wau / seats as Python divides, not wau * (1 / seats)."""
+    frame = pl.DataFrame({"wau": [3, 3, 1]}).with_columns(seats=pl.lit(10))
+    got = frame.select(_quotient("wau", "seats")).to_series().to_list()
+    assert got == [3 / 10, 3 / 10, 1 / 10]

@@ -357,10 +357,18 @@ def _with_billing(
         )
         .with_columns(
             plan_tier=pl.col("plan").replace_strict(tiers, default=None, return_dtype=pl.Int64),
-            seat_utilisation=pl.when(pl.col("seats") > 0).then(pl.col("wau") / pl.col("seats")),
+            seat_utilisation=pl.when(pl.col("seats") > 0).then(_quotient("wau", "seats")),
         )
         .drop("_day_end", "occurred_at")
     )
+
+
+def _quotient(numerator: str, denominator: str) -> pl.Expr:
+    """numerator / denominator, row by row. Polars (2.1) multiplies by the reciprocal when the
+    divisor is one repeated value (3 / 10 -> 0.30000000000000004), which a join can leave
+    behind; through a struct's fields it divides, so an update and a full build agree."""
+    pair = pl.struct(numerator, denominator)
+    return pair.struct.field(numerator) / pair.struct.field(denominator)
 
 
 def account_daily(
@@ -527,12 +535,15 @@ def recompute_range(
     attributed: pl.LazyFrame,
     account_memberships: pl.LazyFrame,
     cfg: ActivityConfig,
+    events: pl.LazyFrame | None = None,
 ) -> tuple[date, date] | None:
     """The (first, last) dates to rebuild after changes on `dates`; None when nothing changed.
 
     From the earliest affected date to the last date an affected MAU window reaches, or to
-    the last date in the data when the data grew or an account appeared (their new rows run
-    to the end). `attributed` need only hold the events from the first affected date on.
+    the last date in the data when the data grew, an account appeared (their new rows run
+    to the end) or a user with account-less events after that window got a link on an affected
+    date (they may count for its account now: `events`, attributed with account_source, default
+    `attributed`, is read only then). `attributed` need only hold the events from the first affected date on.
     sessions and user_daily can be spliced over the same range. Of the stored account_daily
     (`existing`) only the date column and the last date's accounts are read: every account
     has a row on the last date. Member counts may change after the range too: activity_tables
@@ -554,7 +565,23 @@ def recompute_range(
         .item()
     )
     grew = old_last is None or last > old_last or new_accounts > 0
-    return dates[0], last if grew else min(dates[-1] + timedelta(days=cfg.mau_days - 1), last)
+    window_end = min(dates[-1] + timedelta(days=cfg.mau_days - 1), last)
+    if not grew:
+        # A link starting on an affected date (a late group call or first event in an account)
+        # moves its user's account-less events after it to that account, on every later date.
+        linked = (
+            account_memberships.lazy()
+            .filter(pl.col("valid_from").dt.date().is_in(pl.Series(dates, dtype=pl.Date).implode()))
+            .select("canonical_user_id")
+        )
+        later = (events if events is not None else attributed).filter(
+            (pl.col("event_date") > window_end) & (pl.col("account_source") == "membership")
+        )
+        moved = (
+            later.join(linked, on="canonical_user_id", how="semi").select(pl.len()).collect().item()
+        )
+        grew = moved > 0
+    return dates[0], last if grew else window_end
 
 
 def billing_changed_from(before: pl.DataFrame, now: pl.DataFrame) -> date | None:
@@ -672,7 +699,7 @@ def activity_tables(
         recent, activations = (  # attributed once: every step below reads these rows
             frame.lazy() for frame in pl.collect_all([read.select(ATTRIBUTED_COLUMNS), activations])
         )
-        span = recompute_range(stored.account_daily, dates, recent, account_memberships, cfg)
+        span = recompute_range(stored.account_daily, dates, recent, account_memberships, cfg, read)
     if span is None:
         rebuilt = _date_rows(
             ActivityTables(*(t.clear().collect() for t in stored)), lake.EMPTY_SPAN
@@ -925,10 +952,34 @@ def _touched(
                 for rows in stored_rows
             ),
             members.join(mine, on="canonical_user_id").select("account_id", "from"),
+            _started_earlier(members, stored.account_daily, dates[0], stored_last),
         ]
     )
     accounts = accounts.drop_nulls().group_by("account_id").agg(pl.col("from").min()).collect()
     return _Touched(users, accounts, stored_last, late_from)
+
+
+def _started_earlier(
+    members: pl.LazyFrame, stored: pl.LazyFrame, first: date, stored_last: date
+) -> pl.LazyFrame:
+    """Accounts (account_id, from) whose rows now start on a stored date before their stored
+    first row: a late link of a user without analytics consent, who has no rows to touch,
+    still starts an account's rows (memberships count every user)."""
+    starts = (
+        members.group_by("account_id")
+        .agg(pl.col("valid_from").min().dt.date().alias("from"))
+        .filter(pl.col("from").is_between(first, stored_last))
+    )
+    stored_first = (
+        stored.filter(pl.col("date") >= first)
+        .group_by("account_id")
+        .agg(_first=pl.col("date").min())
+    )
+    return (
+        starts.join(stored_first, on="account_id", how="left")
+        .filter(pl.col("_first").is_null() | (pl.col("_first") > pl.col("from")))
+        .select("account_id", "from")
+    )
 
 
 def _rebuild(

@@ -43,14 +43,16 @@ def sessionize(
     """sessions from attributed events (canonical_user_id, account_id, event_time, type).
 
     With `dates` (first, last), only sessions starting in that range are returned; one day of
-    events before it is read so that a session running over midnight into the range keeps its
-    true start (sessions longer than a day are the one case this cannot see).
+    events on each side is read, so that a session running over midnight into the range keeps
+    its true start and one running out of it keeps its end (sessions longer than a day are the
+    one case this cannot see).
     """
     ev = attributed.filter(
         pl.col("canonical_user_id").is_not_null() & pl.col("type").is_in(cfg.activity_types)
     )
     if dates is not None:
-        ev = ev.filter(pl.col("event_date").is_between(dates[0] - timedelta(days=1), dates[1]))
+        day = timedelta(days=1)
+        ev = ev.filter(pl.col("event_date").is_between(dates[0] - day, dates[1] + day))
     gap = timedelta(minutes=cfg.inactivity_gap_minutes)
     sessions = (
         ev.select("canonical_user_id", "account_id", "event_time")
