@@ -578,3 +578,16 @@ def test_seat_utilisation_of_kept_rows_is_the_float_a_full_build_gives():
     base += [track("u9", "Feature Used", day(n), "acc2", feature="sso") for n in range(4)]
     bill = [("acc1", day(0, 0), "pro", 10, 150.0)]
     check(base, labelled([track("u9", "Report Exported", day(2), "acc2")]), bill)
+
+
+def test_a_late_membership_moves_account_less_days_whose_windows_reach_past_the_rebuilt_dates():
+    """As in test_a_late_membership_moves_account_less_events_past_the_rebuilt_dates, but u1's
+    account-less events after the late link (day 35) fall inside the rebuilt days 9 to 37 and
+    none after them (found at a04dd24, after that test's fix): day 35 is rebuilt in acc2, yet the
+    wau and mau windows of day 35 reach days 38-41 and 38-45 (the last day), whose stored
+    account_daily rows still count u1 in acc1 and not in acc2 (wau, mau, seat_utilisation of
+    both accounts on days 38-45 differ; every variant fails)."""
+    base = [_group("u1", "acc1", day(0, 1)), _group("u2", "acc2", day(0, 1))]
+    base += [track("u1", "Feature Used", day(n), None, feature="sso") for n in (0, 35)]
+    base.append(track("u2", "Feature Used", day(45), "acc2", feature="sso"))
+    check(base, labelled([_group("u1", "acc2", day(10))]))

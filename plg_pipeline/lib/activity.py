@@ -541,9 +541,9 @@ def recompute_range(
 
     From the earliest affected date to the last date an affected MAU window reaches, or to
     the last date in the data when the data grew, an account appeared (their new rows run
-    to the end) or a user with account-less events after that window got a link on an affected
-    date (they may count for its account now: `events`, attributed with account_source, default
-    `attributed`, is read only then). `attributed` need only hold the events from the first affected date on.
+    to the end) or a user with account-less events after the affected dates got a link on one
+    (they may count for its account now, and their MAU windows reach on: `events`, attributed
+    with account_source, default `attributed`, is read only then). `attributed` need only hold the events from the first affected date on.
     sessions and user_daily can be spliced over the same range. Of the stored account_daily
     (`existing`) only the date column and the last date's accounts are read: every account
     has a row on the last date. Member counts may change after the range too: activity_tables
@@ -574,8 +574,9 @@ def recompute_range(
             .filter(pl.col("valid_from").dt.date().is_in(pl.Series(dates, dtype=pl.Date).implode()))
             .select("canonical_user_id")
         )
+        # after the last affected date: the MAU windows of those events reach past window_end
         later = (events if events is not None else attributed).filter(
-            (pl.col("event_date") > window_end) & (pl.col("account_source") == "membership")
+            (pl.col("event_date") > dates[-1]) & (pl.col("account_source") == "membership")
         )
         moved = (
             later.join(linked, on="canonical_user_id", how="semi").select(pl.len()).collect().item()
