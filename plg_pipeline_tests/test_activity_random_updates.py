@@ -121,14 +121,15 @@ class World:
     unlinked: list[str]  # anonymous ids with history and no user yet
     implicit: set[str]  # users whose events mostly come without an account
     start: dict[str, int]  # each user's first day
+    accountless: bool = True  # False: every event names its account
     opted_out: list[tuple[str, int]] = field(default_factory=list)  # (user, day withdrawn)
 
 
 def base_world(rng: random.Random) -> World:
     """A dozen users in 2-4 accounts over 40-60 days: identify and group calls with roles,
-    a few hundred events (some users' mostly without an account, attributed through their
-    memberships), sessions across midnight, anonymous histories linked or not, a withdrawn
-    consent and a few billing rows."""
+    a few hundred events (in half the worlds some users' mostly without an account, attributed
+    through their memberships), sessions across midnight, anonymous histories linked or not, a
+    withdrawn consent and a few billing rows."""
     n_days = rng.randint(40, 60)
     accounts = [f"acc{i}" for i in range(rng.randint(2, 4))]
     users = [f"u{i}" for i in range(12)]
@@ -181,7 +182,21 @@ def base_world(rng: random.Random) -> World:
     for _ in range(rng.randint(0, 3)):
         when = _when(rng, rng.randrange(n_days))
         world.bill.append((rng.choice(accounts), when, *rng.choice(PLAN_ROWS)))
+    # In some worlds every event names its account: no late link moves events between
+    # accounts, so the rebuilt dates end a MAU window after the affected ones, and what the
+    # update must refresh past them (flags, counts, sessions) is tested there.
+    world.accountless = rng.random() < 0.5
+    _name_accounts(world, rows)
     return world
+
+
+def _name_accounts(world: World, rows: list[dict]) -> None:
+    """Without `world.accountless`, each event without an account gets its user's home one."""
+    if world.accountless:
+        return
+    for row in rows:
+        if "event_name" in row and row.get("account_id") is None:
+            row["account_id"] = world.home.get(row.get("user_id"), world.accounts[0])
 
 
 def _stored_day(rng: random.Random, world: World) -> int:
@@ -226,8 +241,10 @@ def _late_events(rng, world):
             continue
         u = _user(rng, world)
         n = _stored_day(rng, world)
-        if r < 0.5 and world.start[u] > 0:
-            n = rng.randrange(world.start[u])
+        if r < 0.5:  # before the first day of the user who started last, or of another
+            if rng.random() < 0.5:
+                u = max(world.users, key=lambda u: world.start[u])
+            n = rng.randrange(max(world.start[u], 1))
         account = rng.choice([world.home[u], rng.choice(world.accounts), None])
         out.append(_activity(rng, {"user_id": u}, _when(rng, n), account))
     return out, []
@@ -263,6 +280,10 @@ def _earlier_activation(rng, world):
     limit = first if first is not None else world.last + 1
     if rng.random() < 0.6:
         limit = min(limit, world.last) - 28
+    if rng.random() < 0.5 and world.start[u] + 1 < limit:
+        # after the user's first day, in their home account: no member count changes with it
+        n = rng.randrange(world.start[u] + 1, limit)
+        return [track(u, "Project Created", day(n, 13), world.home[u])], []
     n = rng.randrange(max(limit, 1))
     account = rng.choice([world.home[u], None, rng.choice(world.accounts)])
     return [track(u, "Project Created", _when(rng, n), account)], []
@@ -354,6 +375,7 @@ def arrival(rng: random.Random, world: World, kind: str) -> tuple[list[str], lis
         more_events, more_bill = ARRIVALS[k](rng, world)
         events += more_events
         bill += more_bill
+    _name_accounts(world, events)
     return kinds, labelled(events), bill
 
 
