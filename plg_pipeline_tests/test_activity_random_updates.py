@@ -260,30 +260,36 @@ def _new_dates(rng, world):
     return out, []
 
 
-def _first_activation(world: World, u: str) -> int | None:
-    firsts = [
-        r["event_time"]
+def _first_day(world: World, u: str, **match) -> int | None:
+    """The first day of `u`'s events with the `match`ing fields, if any."""
+    days = [
+        (r["event_time"].date() - day(0).date()).days
         for r in world.rows
-        if r.get("user_id") == u and r.get("event_name") == "Project Created"
+        if r.get("user_id") == u and all(r.get(k) == v for k, v in match.items())
     ]
-    return (min(firsts).date() - day(0).date()).days if firsts else None
+    return min(days, default=None)
 
 
 def _earlier_activation(rng, world):
-    """A "Project Created" earlier than the user's first one (often the user whose first one
-    is the latest, and more than a MAU window earlier), or for a user with none."""
+    """A "Project Created" earlier than the user's first one, or for a user with none. Half
+    the time, when there is one, more than a MAU window earlier and after the user's link to
+    the home account began: the first activation moves past the rebuilt dates, and nothing
+    else there changes."""
+    firsts = {u: _first_day(world, u, event_name="Project Created") for u in world.users}
+    links = {u: _first_day(world, u, account_id=world.home[u]) for u in world.users}
+    far = [
+        u
+        for u in world.users
+        if firsts[u] is not None and links[u] is not None and links[u] + 1 < firsts[u] - 28
+    ]
+    if far and rng.random() < 0.5:
+        u = rng.choice(far)
+        n = rng.randrange(links[u] + 1, min(links[u] + 4, firsts[u] - 28))
+        return [track(u, "Project Created", day(n, 13), world.home[u])], []
     u = _user(rng, world)
-    if rng.random() < 0.5:
-        firsts = {u: _first_activation(world, u) for u in world.users}
-        u = max(world.users, key=lambda u: world.last + 1 if firsts[u] is None else firsts[u])
-    first = _first_activation(world, u)
-    limit = first if first is not None else world.last + 1
+    limit = firsts[u] if firsts[u] is not None else world.last + 1
     if rng.random() < 0.6:
         limit = min(limit, world.last) - 28
-    if rng.random() < 0.5 and world.start[u] + 1 < limit:
-        # after the user's first day, in their home account: no member count changes with it
-        n = rng.randrange(world.start[u] + 1, limit)
-        return [track(u, "Project Created", day(n, 13), world.home[u])], []
     n = rng.randrange(max(limit, 1))
     account = rng.choice([world.home[u], None, rng.choice(world.accounts)])
     return [track(u, "Project Created", _when(rng, n), account)], []
