@@ -283,7 +283,7 @@ def _earlier_activation(rng, world):
         if firsts[u] is not None and links[u] is not None and links[u] + 1 < firsts[u] - 28
     ]
     if far and rng.random() < 0.5:
-        u = rng.choice(far)
+        u = max(far, key=lambda u: firsts[u] - links[u]) if rng.random() < 0.5 else rng.choice(far)
         n = rng.randrange(links[u] + 1, min(links[u] + 4, firsts[u] - 28))
         return [track(u, "Project Created", day(n, 13), world.home[u])], []
     u = _user(rng, world)
