@@ -543,8 +543,8 @@ def recompute_range(
     the last date in the data when the data grew, an account appeared (their new rows run
     to the end) or a user with account-less events after the affected dates got a link on one
     (they may count for its account now, and their MAU windows reach on: `events`, attributed
-    with account_source, default `attributed`, is read only then). `attributed` need only hold the events from the first affected date on.
-    sessions and user_daily can be spliced over the same range. Of the stored account_daily
+    with account_source, default `attributed`, is read only then). `attributed` need only
+    hold the events from the first affected date on. sessions and user_daily can be spliced over the same range. Of the stored account_daily
     (`existing`) only the date column and the last date's accounts are read: every account
     has a row on the last date. Member counts may change after the range too: activity_tables
     recounts those stored rows.
