@@ -544,9 +544,9 @@ def recompute_range(
     to the end) or a user with account-less events after the affected dates got a link on one
     (they may count for its account now, and their MAU windows reach on: `events`, attributed
     with account_source, default `attributed`, is read only then). `attributed` need only
-    hold the events from the first affected date on. sessions and user_daily can be spliced over the same range. Of the stored account_daily
-    (`existing`) only the date column and the last date's accounts are read: every account
-    has a row on the last date. Member counts may change after the range too: activity_tables
+    hold the events from the first affected date on. sessions and user_daily can be spliced
+    over the same range. Of the stored account_daily (`existing`) only the date column and the
+    last date's accounts are read: every account has a row on the last date. Member counts may change after the range too: activity_tables
     recounts those stored rows.
     """
     dates = sorted(dates)
