@@ -564,3 +564,17 @@ def test_seat_utilisation_divides_by_a_repeated_divisor_exactly():
     frame = pl.DataFrame({"wau": [3, 3, 1]}).with_columns(seats=pl.lit(10))
     got = frame.select(_quotient("wau", "seats")).to_series().to_list()
     assert got == [3 / 10, 3 / 10, 1 / 10]
+
+
+def test_api_calls_sum_to_the_same_figure_in_any_row_order():
+    """Fractional usage quantities: a float sum of 0.1, 0.2, 0.3 is 0.6000000000000001 in one
+    order and 0.6 in the other, and a rerun or an update must not change a stored figure."""
+    usage = [
+        track("u1", "Usage Reported", day(0, 9, m), limit_name="api_calls", quantity=q)
+        for m, q in enumerate([0.1, 0.2, 0.3])
+    ]
+    joined = {"type": "group", "user_id": "u1", "group_id": "acc", "event_time": day(0, 8)}
+    for rows in (usage, usage[::-1]):
+        tables = full_tables([joined, *rows])
+        assert tables.user_daily["api_calls"].to_list() == [0.6]
+        assert tables.account_daily["api_calls"].to_list() == [0.6]

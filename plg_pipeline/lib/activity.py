@@ -57,15 +57,13 @@ _COUNTED_ROLES = {
 
 _ROLES = pl.Enum(Role.__args__)
 _ZERO_FILLED = ("session_seconds", "api_calls")
-
-
-def _exact_seconds_sum(column: str) -> pl.Expr:
-    """Sum durations in whole microseconds: a float sum depends on thread order, and reruns
-    and incremental builds must give identical tables."""
-    return (pl.col(column) * 1_000_000).round().cast(pl.Int64).sum() / 1_000_000
-
-
 """Float sums that are 0 on a day without activity (integer counts are zero-filled too)."""
+
+
+def _exact_sum(column: str) -> pl.Expr:
+    """Sum in millionths (durations in microseconds, usage quantities): a float sum depends on
+    thread and row order, and reruns and incremental builds must give identical tables."""
+    return (pl.col(column) * 1_000_000).round().cast(pl.Int64).sum() / 1_000_000
 
 
 def _is(role: str) -> pl.Expr:
@@ -101,13 +99,14 @@ def _flags(cfg: ActivityConfig) -> dict[str, pl.Expr]:
 def _aggregate(ev: pl.LazyFrame, keys: list[str], cfg: ActivityConfig) -> pl.LazyFrame:
     """Events, counts and readings per `keys` (storage is a level: the day's highest reading)."""
     flags = _flags(cfg)
-    sums = [c for c in flags if c not in ("max_limit_utilisation", "storage_gb")]
+    sums = [c for c in flags if c not in ("max_limit_utilisation", "storage_gb", "api_calls")]
     return (
         ev.with_columns(**flags)
         .group_by(keys)
         .agg(
             pl.len().cast(pl.Int64).alias("events"),
             pl.col(sums).sum(),  # a sum over no values is 0, never null
+            _exact_sum("api_calls"),
             pl.col("max_limit_utilisation", "storage_gb").max(),
         )
     )
@@ -240,7 +239,7 @@ def user_daily(
     session_days = (
         sessions.filter(pl.col("account_id").is_not_null())
         .group_by("canonical_user_id", "account_id", date="session_date")
-        .agg(sessions=pl.len().cast(pl.Int64), session_seconds=_exact_seconds_sum("duration_s"))
+        .agg(sessions=pl.len().cast(pl.Int64), session_seconds=_exact_sum("duration_s"))
     )
     return (
         per_day.join(session_days, on=keys, how="left")
@@ -426,7 +425,7 @@ def account_daily(
         ev = ev.filter(pl.col("event_date") >= dates[0])
 
     session_days = sessions.group_by("account_id", date="session_date").agg(
-        sessions=pl.len().cast(pl.Int64), session_seconds=_exact_seconds_sum("duration_s")
+        sessions=pl.len().cast(pl.Int64), session_seconds=_exact_sum("duration_s")
     )
     keys = ["account_id", "date"]
     frame = (
