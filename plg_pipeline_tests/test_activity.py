@@ -540,6 +540,24 @@ def test_a_late_event_inside_a_session_that_crossed_midnight_joins_it():
     assert sessions.select("session_date", "events").rows() == [(day(9).date(), 4)]
 
 
+def test_a_late_event_just_after_midnight_joins_the_stored_session_of_the_day_before():
+    """u43's stored session on day 9 ended at 23:50, before midnight; a late event at 00:10 on
+    day 10, within the gap, continues it, so day 9 is rebuilt for u43 although no stored
+    session of u43 ran into day 10."""
+    base = [*random_rows(17), track("u43", "Feature Used", day(9, 23, 50), "acc1", feature="sso")]
+    late = [
+        track("u43", "Project Created", day(10, 0, 10), "acc1"),
+        track("u5", "Feature Used", day(60)),
+    ]
+    existing, attributed, members, dates, arrived = with_late(base, late)
+    updated = update(
+        existing, attributed, members, billing([]), CAT, PLANS, CFG, dates=dates, arrived=arrived
+    )
+    assert_tables_equal(updated, full_tables(base + late))
+    sessions = updated.sessions.filter(pl.col("canonical_user_id") == "u43")
+    assert sessions.select("session_date", "events").rows() == [(day(9).date(), 2)]
+
+
 def test_a_late_earlier_activation_moves_it_past_the_rebuilt_dates():
     """u60 first created a project on day 50; a late event shows one on day 3. Their user-days
     from day 3 on are activated and acc1's activation moves from day 50 to day 3, both past the

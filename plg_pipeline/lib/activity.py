@@ -900,10 +900,9 @@ def _touched(
     """The users whose stored rows an update changes and the accounts those rows are in, each
     from the date they change; None when no stored date changes.
 
-    Users with an arrived event on a stored date change from the day before the earliest such
-    date (it may fall in a session that started then; on the next date, only an event just
-    after midnight can), and
-    `changed_users` from the first affected date. An account changes from the date any of its
+    Users with arrived events on stored dates change from the earliest such date, or from the
+    day before where an event may fall in a session that started then (the next date counts
+    too), and `changed_users` from the first affected date. An account changes from the date any of its
     members' changes does (an event counts only for one of the user's accounts, and their
     stored rows show where they counted before); that covers an account whose rows now start
     earlier, as only a member's late event can move its first member's day. Other users' and
@@ -913,23 +912,37 @@ def _touched(
     if stored_last is None or stored_last < dates[0]:
         return None
     day = pl.col("event_date")
-    # A late event on a stored date may fall in a stored session that started the day before,
-    # a chain of events across midnight; on the first new date only the user's first event,
-    # which arrived with it, can continue one, so only within the gap after midnight.
-    changes_from = (
-        pl.when((day <= stored_last) | _after_midnight(cfg.sessions))
-        .then(day - timedelta(days=1))
-        .otherwise(day)
+    late = arrived.filter(day <= stored_last + timedelta(days=1)).select(
+        "canonical_user_id", "event_date", "event_time"
+    )
+    # An event joins a session that started the day before only within the gap after midnight
+    # or where one of the user's stored sessions ran past midnight into its date.
+    crossed = (
+        stored.sessions.filter(
+            (pl.col("session_date") >= dates[0] - timedelta(days=1))
+            & (pl.col("session_end").dt.date() > pl.col("session_date"))
+        )
+        .select("canonical_user_id", event_date=pl.col("session_date") + timedelta(days=1))
+        .unique()
+        .with_columns(_crossed=pl.lit(True))
     )
     late = (
-        arrived.filter(day <= stored_last + timedelta(days=1))
-        .select("canonical_user_id", changes=changes_from)
+        late.join(crossed, on=["canonical_user_id", "event_date"], how="left")
+        .select(
+            "canonical_user_id",
+            changes=pl.when(_after_midnight(cfg.sessions) | pl.col("_crossed").fill_null(False))
+            .then(day - timedelta(days=1))
+            .otherwise(day),
+        )
         .filter(pl.col("changes") <= stored_last)
+        .group_by("canonical_user_id")
+        .agg(pl.col("changes").min())
+        .collect()
     )
-    late_from = late.select(pl.col("changes").min()).collect().item()
+    late_from = late["changes"].min()
     users = pl.concat(
         [
-            late.select("canonical_user_id", pl.lit(late_from, pl.Date).alias("from")),
+            late.lazy().select("canonical_user_id", pl.col("changes").alias("from")),
             pl.LazyFrame(
                 {"canonical_user_id": list(changed_users)}, schema={"canonical_user_id": pl.String}
             ).with_columns(pl.lit(dates[0], pl.Date).alias("from")),
