@@ -518,44 +518,33 @@ def test_a_touched_users_session_from_the_day_before_keeps_its_start():
     assert_tables_equal(updated, full_tables(base + late))
 
 
-def test_a_late_event_inside_a_session_that_crossed_midnight_joins_it():
-    """u42's stored session chains from 23:50 on day 9 to 00:40 on day 10; a late event at
-    01:00 on day 10, long after midnight, still belongs to it, so day 9 is rebuilt for u42."""
-    base = [
-        *random_rows(16),
-        track("u42", "Feature Used", day(9, 23, 50), "acc1", feature="sso"),
-        track("u42", "Report Exported", day(10, 0, 15), "acc1"),
-        track("u42", "Report Exported", day(10, 0, 40), "acc1"),
-    ]
-    late = [
-        track("u42", "Project Created", day(10, 1, 0), "acc1"),
-        track("u5", "Feature Used", day(60)),
-    ]
+# u42's stored session chains from 23:50 on day 9 to 00:40 on day 10, so a late event at 01:00,
+# long after midnight, still belongs to it; u43's ended at 23:50, and a late event at 00:10,
+# within the gap, continues it although no stored session of u43 ran into day 10.
+CROSSED = [
+    track("u42", "Feature Used", day(9, 23, 50), "acc1", feature="sso"),
+    track("u42", "Report Exported", day(10, 0, 15), "acc1"),
+    track("u42", "Report Exported", day(10, 0, 40), "acc1"),
+]
+JUST_BEFORE = [track("u43", "Feature Used", day(9, 23, 50), "acc1", feature="sso")]
+
+
+@pytest.mark.parametrize(
+    ("user", "stored", "late_at", "events"),
+    [("u42", CROSSED, day(10, 1, 0), 4), ("u43", JUST_BEFORE, day(10, 0, 10), 2)],
+    ids=["inside-a-session-across-midnight", "just-after-midnight"],
+)
+def test_a_late_event_joins_the_stored_session_of_the_day_before(user, stored, late_at, events):
+    """Day 9 is rebuilt for the user, though the late event is on day 10."""
+    base = [*random_rows(16), *stored]
+    late = [track(user, "Project Created", late_at, "acc1"), track("u5", "Feature Used", day(60))]
     existing, attributed, members, dates, arrived = with_late(base, late)
     updated = update(
         existing, attributed, members, billing([]), CAT, PLANS, CFG, dates=dates, arrived=arrived
     )
     assert_tables_equal(updated, full_tables(base + late))
-    sessions = updated.sessions.filter(pl.col("canonical_user_id") == "u42")
-    assert sessions.select("session_date", "events").rows() == [(day(9).date(), 4)]
-
-
-def test_a_late_event_just_after_midnight_joins_the_stored_session_of_the_day_before():
-    """u43's stored session on day 9 ended at 23:50, before midnight; a late event at 00:10 on
-    day 10, within the gap, continues it, so day 9 is rebuilt for u43 although no stored
-    session of u43 ran into day 10."""
-    base = [*random_rows(17), track("u43", "Feature Used", day(9, 23, 50), "acc1", feature="sso")]
-    late = [
-        track("u43", "Project Created", day(10, 0, 10), "acc1"),
-        track("u5", "Feature Used", day(60)),
-    ]
-    existing, attributed, members, dates, arrived = with_late(base, late)
-    updated = update(
-        existing, attributed, members, billing([]), CAT, PLANS, CFG, dates=dates, arrived=arrived
-    )
-    assert_tables_equal(updated, full_tables(base + late))
-    sessions = updated.sessions.filter(pl.col("canonical_user_id") == "u43")
-    assert sessions.select("session_date", "events").rows() == [(day(9).date(), 2)]
+    sessions = updated.sessions.filter(pl.col("canonical_user_id") == user)
+    assert sessions.select("session_date", "events").rows() == [(day(9).date(), events)]
 
 
 def test_a_late_earlier_activation_moves_it_past_the_rebuilt_dates():
