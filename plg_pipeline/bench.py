@@ -17,6 +17,8 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -177,52 +179,65 @@ def stage_downstream(raw: Path, out: Path, days: list[date] | None = None) -> di
 def stage_incremental(raw: Path, out: Path, day: date) -> dict:
     """One more arrival day on the state in `out`, as the assets run it: ingest, identity and
     its facts merged, activation candidates merged, the affected dates of sessions, user_daily
-    and account_daily rebuilt and their date files replaced."""
+    and account_daily rebuilt and their date files replaced. Each part is timed."""
     cfg, catalog, plans = activity.load_activity_config(), load_catalog(), load_plans(raw)
-    rows = ingest_days(raw, out, [day])
-    new_events = lake.scan_partitions(out, "events", {}, [day])
-    before = identity.IdentityState.load(out / STATE)
-    facts_before = identity.IdentityFacts.load(out / STATE)
-    state, _ = identity.update_identity(before, new_events, cfg.identity)
-    facts = facts_before.merge(identity.IdentityFacts.of(new_events))
-    state.save(out / STATE)
-    facts.save(out / STATE)
-    members = facts.memberships(state.identity_map).collect()
-    consent = facts.consent(state.identity_map).collect().lazy()
-    lake.write_parquet(members, lake.table_path(out, "account_memberships"))
-    candidates = activity.activation_candidates(
-        pl.concat(
-            [
-                pl.scan_parquet(lake.table_path(out, CANDIDATES)),
-                new_events.select(activity.ACTIVATION_COLUMNS),
-            ]
-        ),
-        catalog,
-    ).collect()
-    lake.write_parquet(candidates, lake.table_path(out, CANDIDATES))
-    activations = _activations(candidates, state.identity_map, members, consent)
-    events = lake.scan_partitions(out, "events", {})
-    changed_ids, changed_users = activity.changed_users(
-        before.identity_map.select("id", "canonical_user_id"),
-        state.identity_map.select("id", "canonical_user_id"),
-        _opted_out(facts_before.consent(before.identity_map)).collect(),
-        _opted_out(consent).collect(),
-    )
-    dates = activity.affected_dates(new_events, changed_ids, events)
-    recent = events.filter(pl.col("event_date") >= activity.first_date_read(dates))
-    attributed = _attributed(recent, state.identity_map, members, consent)
-    stored = activity.ActivityTables(
-        *(lake.scan_dates(out, t) for t in activity.ActivityTables._fields)
-    )
-    billing = pl.scan_parquet(lake.table_path(out, "billing_events"))
-    tables = activity.activity_tables(
-        attributed, members.lazy(), billing, catalog, plans, cfg, activations, stored, dates,
-        arrived=_attributed(new_events, state.identity_map, members, consent),
-        changed_users=changed_users, identity_map=state.identity_map,
-    )  # fmt: skip
-    for name, update in tables._asdict().items():
-        lake.write_dates(out, name, update)
-    return {"rows_in": rows, "dates": len(dates)}
+    parts: dict[str, float] = {}
+    with _clock(parts, "ingest"):
+        rows = ingest_days(raw, out, [day])
+    with _clock(parts, "identity"):
+        new_events = lake.scan_partitions(out, "events", {}, [day])
+        before = identity.IdentityState.load(out / STATE)
+        facts_before = identity.IdentityFacts.load(out / STATE)
+        state, _ = identity.update_identity(before, new_events, cfg.identity)
+        facts = facts_before.merge(identity.IdentityFacts.of(new_events))
+        state.save(out / STATE)
+        facts.save(out / STATE)
+        members = facts.memberships(state.identity_map).collect()
+        consent = facts.consent(state.identity_map).collect().lazy()
+        lake.write_parquet(members, lake.table_path(out, "account_memberships"))
+        candidates = activity.activation_candidates(
+            pl.concat(
+                [
+                    pl.scan_parquet(lake.table_path(out, CANDIDATES)),
+                    new_events.select(activity.ACTIVATION_COLUMNS),
+                ]
+            ),
+            catalog,
+        ).collect()
+        lake.write_parquet(candidates, lake.table_path(out, CANDIDATES))
+        activations = _activations(candidates, state.identity_map, members, consent)
+    with _clock(parts, "activity tables"):
+        events = lake.scan_partitions(out, "events", {})
+        changed_ids, changed_users = activity.changed_users(
+            before.identity_map.select("id", "canonical_user_id"),
+            state.identity_map.select("id", "canonical_user_id"),
+            _opted_out(facts_before.consent(before.identity_map)).collect(),
+            _opted_out(consent).collect(),
+        )
+        dates = activity.affected_dates(new_events, changed_ids, events)
+        recent = events.filter(pl.col("event_date") >= activity.first_date_read(dates))
+        attributed = _attributed(recent, state.identity_map, members, consent)
+        stored = activity.ActivityTables(
+            *(lake.scan_dates(out, t) for t in activity.ActivityTables._fields)
+        )
+        billing = pl.scan_parquet(lake.table_path(out, "billing_events"))
+        tables = activity.activity_tables(
+            attributed, members.lazy(), billing, catalog, plans, cfg, activations, stored, dates,
+            arrived=_attributed(new_events, state.identity_map, members, consent),
+            changed_users=changed_users, identity_map=state.identity_map,
+        )  # fmt: skip
+    with _clock(parts, "writes"):
+        for name, update in tables._asdict().items():
+            lake.write_dates(out, name, update)
+    return {"rows_in": rows, "dates": len(dates), "parts": parts}
+
+
+@contextmanager
+def _clock(parts: dict[str, float], name: str) -> Iterator[None]:
+    """Time the block into parts[name]: where one extra day's seconds go."""
+    began = time.perf_counter()
+    yield
+    parts[name] = time.perf_counter() - began
 
 
 def stage_prepare(raw: Path, lake_dir: Path, out: Path, days: list[date]) -> dict:
@@ -314,6 +329,10 @@ def _report(stages: dict, n: int, floor: dict, pandas: dict, pandas_days: int, i
     print(_line(f"pandas ({pandas_days} days)", pandas["seconds"], rows, pandas["peak_rss"]))
     for label, s in incr.items():
         print(_line(f"incremental {label}", s["seconds"], s["rows_in"], s["peak_rss"]))
+    print("\nwhere each extra day's time went")
+    for label, s in incr.items():
+        spent = ", ".join(f"{part} {seconds:.2f} s" for part, seconds in s["parts"].items())
+        print(f"{label}: {spent}; {s['dates']} dates affected")
 
     rate, pandas_rate, need = n / total, rows / pandas["seconds"], TARGET_EVENTS / TARGET_SECONDS
     print("\ntargets (pandas' rate is measured on its first days and extrapolated)")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
@@ -44,6 +46,12 @@ def test_bench_prints_every_figure(tmp_path, capsys):
     verdicts = [line.split()[0] for line in out.splitlines() if line.startswith("  ")]
     assert len(verdicts) == 8 and set(verdicts) <= {"PASS", "FAIL"}, out
     assert "PASS each extra day equals a full build of the same days: yes" in out, out
+    for label in ("day 31 after 30", f"day {DAYS} after {DAYS - 1}"):
+        spent = re.search(rf"^{label}: (.*); (\d+) dates affected$", out, re.MULTILINE)
+        assert spent and int(spent[2]) > 0, out
+        parts = dict(part.rsplit(" ", 2)[:2] for part in spent[1].split(", "))
+        assert list(parts) == ["ingest", "identity", "activity tables", "writes"], out
+        assert all(float(seconds) > 0 for seconds in parts.values()), out
     # the lake the stages wrote has every arrival day and a full account_daily
     days = ingest.arrival_days(tmp_path / "raw")
     assert len(days) >= DAYS
