@@ -214,17 +214,18 @@ def stage_incremental(raw: Path, out: Path, day: date) -> dict:
             _opted_out(facts_before.consent(before.identity_map)).collect(),
             _opted_out(consent).collect(),
         )
-        dates = activity.affected_dates(new_events, changed_ids, events)
-        recent = events.filter(pl.col("event_date") >= activity.first_date_read(dates))
-        attributed = _attributed(recent, state.identity_map, members, consent)
         stored = activity.ActivityTables(
             *(lake.scan_dates(out, t) for t in activity.ActivityTables._fields)
         )
+        arrived = _attributed(new_events, state.identity_map, members, consent)
+        reached = activity.changes_from(arrived, stored.sessions, cfg.sessions)
+        dates = activity.affected_dates(new_events, changed_ids, events, reached)
+        recent = events.filter(pl.col("event_date") >= activity.first_date_read(dates))
+        attributed = _attributed(recent, state.identity_map, members, consent)
         billing = pl.scan_parquet(lake.table_path(out, "billing_events"))
         tables = activity.activity_tables(
             attributed, members.lazy(), billing, catalog, plans, cfg, activations, stored, dates,
-            arrived=_attributed(new_events, state.identity_map, members, consent),
-            changed_users=changed_users, identity_map=state.identity_map,
+            arrived=arrived, changed_users=changed_users, identity_map=state.identity_map,
         )  # fmt: skip
     with _clock(parts, "writes"):
         for name, update in tables._asdict().items():

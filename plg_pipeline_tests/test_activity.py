@@ -21,6 +21,7 @@ from plg_pipeline.lib.activity import (
     affected_dates,
     billing_changed_from,
     changed_users,
+    changes_from,
     first_activations,
     load_activity_config,
     recompute_range,
@@ -545,6 +546,35 @@ def test_a_late_event_joins_the_stored_session_of_the_day_before(user, stored, l
     assert_tables_equal(updated, full_tables(base + late))
     sessions = updated.sessions.filter(pl.col("canonical_user_id") == user)
     assert sessions.select("session_date", "events").rows() == [(day(9).date(), events)]
+
+
+# u44 sends an event every 20 minutes from 00:00 on day 5 to 23:40 on day 7, as a script or an
+# open tab's heartbeat can: one session, three days long.
+LONG_SESSION = [
+    track("u44", "Feature Used", day(5) + timedelta(minutes=20 * i), "acc1", feature="sso")
+    for i in range(3 * 72)
+]
+
+
+@pytest.mark.parametrize(
+    "late_at", [day(7, 12, 5), day(8, 0, 5)], ids=["inside-it", "just-after-its-end"]
+)
+def test_a_late_event_joining_a_session_longer_than_a_day_rebuilds_it_from_its_start(late_at):
+    """The update reaches back to day 5, where the session started, though the late event is
+    two or three days later; the session counts it, as a full build does."""
+    base = [*random_rows(16), *LONG_SESSION]
+    late = [track("u44", "Project Created", late_at, "acc1"), track("u5", "Feature Used", day(60))]
+    existing, attributed, members, _, arrived = with_late(base, late)
+    theirs = attributed.join(arrived.select("event_id").lazy(), on="event_id", how="semi")
+    reached = changes_from(theirs, existing.sessions.lazy(), CFG.sessions)
+    dates = affected_dates(arrived, reached=reached)
+    assert dates[0] == day(4).date()
+    updated = update(
+        existing, attributed, members, billing([]), CAT, PLANS, CFG, dates=dates, arrived=arrived
+    )
+    assert_tables_equal(updated, full_tables(base + late))
+    sessions = updated.sessions.filter(pl.col("canonical_user_id") == "u44")
+    assert sessions.select("session_date", "events").rows() == [(day(5).date(), 217)]
 
 
 def test_a_late_earlier_activation_moves_it_past_the_rebuilt_dates():

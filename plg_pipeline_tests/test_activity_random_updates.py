@@ -2,9 +2,9 @@
 rebuild of the same rows, over many random worlds and arrivals.
 
 Each scenario builds a small world through the real identity stage, stores its full build,
-then lets a random arrival come in (late events near and far back, new dates, earlier
-activations, role changes, memberships, new accounts, merges, consent changes, late billing
-rows) and runs the update the way the activity asset does (bench.stage_incremental): identity
+then lets a random arrival come in (late events near and far back or in a session longer than
+a day, new dates, earlier activations, role changes, memberships, new accounts, merges,
+consent changes, late billing rows) and runs the update the way the activity asset does (bench.stage_incremental): identity
 updated on the arrived events, changed users and affected dates from it, activations from the
 stored candidates, with and without the arrived events and the identity map.
 """
@@ -26,6 +26,7 @@ from plg_pipeline.lib.activity import (
     affected_dates,
     billing_changed_from,
     changed_users,
+    changes_from,
     first_activations,
 )
 from plg_pipeline.lib.identity import attribute_events, update_identity, user_consent
@@ -123,13 +124,14 @@ class World:
     start: dict[str, int]  # each user's first day
     accountless: bool = True  # False: every event names its account
     opted_out: list[tuple[str, int]] = field(default_factory=list)  # (user, day withdrawn)
+    long: list[dict] = field(default_factory=list)  # the events of a session longer than a day
 
 
 def base_world(rng: random.Random) -> World:
     """A dozen users in 2-4 accounts over 40-60 days: identify and group calls with roles,
     a few hundred events (in half the worlds some users' mostly without an account, attributed
-    through their memberships), sessions across midnight, anonymous histories linked or not, a
-    withdrawn consent and a few billing rows."""
+    through their memberships), sessions across midnight or longer than a day, anonymous
+    histories linked or not, a withdrawn consent and a few billing rows."""
     n_days = rng.randint(40, 60)
     accounts = [f"acc{i}" for i in range(rng.randint(2, 4))]
     users = [f"u{i}" for i in range(12)]
@@ -162,6 +164,13 @@ def base_world(rng: random.Random) -> World:
         )
         for k in range(rng.randint(2, 4)):
             rows.append(_activity(rng, {"user_id": u}, when + timedelta(minutes=12 * k), account))
+    long = []
+    if rng.random() < 0.5:  # a session longer than a day: a script, or an open tab's heartbeat
+        u = rng.choice(users)
+        when, account = day(rng.randrange(start[u], n_days - 3), rng.randrange(24)), account_of(u)
+        for k in range(rng.randint(100, 200)):
+            long.append(_activity(rng, {"user_id": u}, when + timedelta(minutes=20 * k), account))
+    rows += long
     rows.append(_activity(rng, {"user_id": rng.choice(users)}, _when(rng, n_days - 1), None))
     anonymous = [f"a{i}" for i in range(rng.randint(2, 4))]
     for a in anonymous:
@@ -174,7 +183,7 @@ def base_world(rng: random.Random) -> World:
     for a in linked:
         rows.append(_identify(rng.choice(users), day(rng.randrange(n_days), 7), anonymous=a))
     unlinked = [a for a in anonymous if a not in linked]
-    world = World(rows, [], n_days - 1, accounts, users, home, unlinked, implicit, start)
+    world = World(rows, [], n_days - 1, accounts, users, home, unlinked, implicit, start, long=long)
     if rng.random() < 0.5:
         u, n = rng.choice(users), rng.randrange(n_days)
         rows.append(_identify(u, day(n, 6), consent_analytics=False))
@@ -247,6 +256,19 @@ def _late_events(rng, world):
             n = rng.randrange(max(world.start[u], 1))
         account = rng.choice([world.home[u], rng.choice(world.accounts), None])
         out.append(_activity(rng, {"user_id": u}, _when(rng, n), account))
+    return out, []
+
+
+def _in_a_long_session(rng, world):
+    """Late events in the stored session longer than a day, midnights after its start, or
+    just after its end (other late events in a world without one)."""
+    if not world.long:
+        return _late_events(rng, world)
+    out = []
+    for _ in range(rng.randint(1, 2)):
+        row = rng.choice([*world.long[len(world.long) * 2 // 3 :], world.long[-1]])
+        when = row["event_time"] + timedelta(minutes=rng.randint(5, 19))
+        out.append(_activity(rng, {"user_id": row["user_id"]}, when, row["account_id"]))
     return out, []
 
 
@@ -361,6 +383,7 @@ def _late_billing(rng, world):
 
 ARRIVALS = {
     "late": _late_events,
+    "long_session": _in_a_long_session,
     "new_dates": _new_dates,
     "activation": _earlier_activation,
     "role": _role_change,
@@ -469,15 +492,18 @@ def prepare(
         ),
         CAT,
     )
+    existing = whole(base, before_bill, opted_out_before)
+    theirs = attributed.join(arrived.select("event_id"), on="event_id", how="semi")
+    reached = changes_from(theirs, existing.sessions.lazy(), CFG.sessions)
     return Update(
-        existing=whole(base, before_bill, opted_out_before),
+        existing=existing,
         want=whole(base + late, bill, _opted_out(all_events, full.identity_map)),
         attributed=attributed,
         members=members,
         bill=bill,
         activations=activations.collect().lazy(),
         arrived=arrived,
-        dates=affected_dates(arrived, changed_ids, all_events),
+        dates=affected_dates(arrived, changed_ids, all_events, reached),
         billing_from=billing_changed_from(before_bill.collect(), bill.collect()),
         users=users,
         identity_map=now.identity_map,

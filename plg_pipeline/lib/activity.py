@@ -465,12 +465,15 @@ def affected_dates(
     new_events: pl.LazyFrame,
     changed_ids: pl.DataFrame | None = None,
     events: pl.LazyFrame | None = None,
+    reached: pl.LazyFrame | None = None,
 ) -> list[date]:
     """Event dates whose figures new data may change: the new events' own dates, plus every
     date on which one of `changed_ids` (an "id" column) has an event in `events`: ids
-    relabelled (a merge turns two active users into one) or whose consent changed. Each with
-    the day before: an event may belong to a session that started then, which that day holds
-    (`_touched` narrows this to the users whose sessions can).
+    relabelled (a merge turns two active users into one) or whose consent changed, plus the
+    `reached` dates (`changes_from` of the new events: where a stored session they may join
+    started, however long it ran). Each with the day before: an event may belong to a
+    session that started then, which that day holds (`_touched` narrows this to the users
+    whose sessions can).
     """
     parts = [new_events]
     if changed_ids is not None and events is not None and changed_ids.height:
@@ -478,6 +481,8 @@ def affected_dates(
         parts.append(
             events.filter(pl.col("user_id").is_in(ids) | pl.col("anonymous_id").is_in(ids))
         )
+    if reached is not None:
+        parts.append(reached.select(event_date="changes"))
     found = pl.concat(
         [
             *(part.select("event_date") for part in parts),
@@ -526,6 +531,55 @@ def _after_midnight(sessions: SessionConfig) -> pl.Expr:
     """True for an event that may continue a session of the day before."""
     gap = timedelta(minutes=sessions.inactivity_gap_minutes)
     return pl.col("event_time") - pl.col("event_time").dt.truncate("1d") <= gap
+
+
+def changes_from(
+    arrived: pl.LazyFrame, stored_sessions: pl.LazyFrame, cfg: SessionConfig
+) -> pl.LazyFrame:
+    """(canonical_user_id, changes): for each arrived event dated up to the day after the last
+    stored session ends (only those are read), the first date it may change. That is its own
+    date, unless it may join a stored session that started earlier: one that ran across
+    midnight into its date, or, within the gap after midnight, one of the day before (which
+    may itself have run into that day from earlier). That session is then rebuilt whole, from
+    its start, however many midnights it crossed.
+    """
+    day, end = pl.col("event_date"), pl.col("session_end")
+    keys = ["canonical_user_id", "event_date"]
+    last = stored_sessions.select(end.max()).collect().item()
+    # only events up to the day after the last stored session ends can join one
+    late = (
+        arrived.filter(day <= (last.date() + timedelta(days=1) if last else date.min))
+        .select(*keys, "event_time")
+        .collect()
+    )
+    if late.is_empty():
+        return late.select("canonical_user_id", changes=day).lazy()
+    since = pl.lit(late["event_date"].min() - timedelta(days=1)).cast(pl.Datetime("us", "UTC"))
+    reach = (
+        stored_sessions.filter((end >= since) & (end.dt.date() > pl.col("session_date")))
+        .select(
+            "canonical_user_id",
+            "session_date",
+            event_date=pl.date_ranges(pl.col("session_date") + timedelta(days=1), end.dt.date()),
+        )
+        .explode("event_date")
+        .group_by("canonical_user_id", "event_date")
+        .agg(_here=pl.col("session_date").min())
+    )
+    the_day_before = reach.select(
+        "canonical_user_id", event_date=day + timedelta(days=1), _before=pl.col("_here")
+    )
+    after_midnight = pl.when(_after_midnight(cfg)).then(
+        pl.min_horizontal(day - timedelta(days=1), "_before")
+    )
+    return (
+        late.lazy()
+        .join(reach, on=keys, how="left")
+        .join(the_day_before, on=keys, how="left")
+        .select("canonical_user_id", changes=pl.min_horizontal(day, "_here", after_midnight))
+        .collect()
+        .lazy()
+    )
 
 
 def recompute_range(
@@ -900,39 +954,22 @@ def _touched(
     """The users whose stored rows an update changes and the accounts those rows are in, each
     from the date they change; None when no stored date changes.
 
-    Users with arrived events on stored dates change from the earliest such date, or from the
-    day before where an event may fall in a session that started then (the next date counts
-    too), and `changed_users` from the first affected date. An account changes from the date any of its
-    members' changes does (an event counts only for one of the user's accounts, and their
-    stored rows show where they counted before); that covers an account whose rows now start
-    earlier, as only a member's late event can move its first member's day. Other users' and
-    accounts' stored rows depend on nothing that arrived.
+    Users with arrived events on stored dates (or the next date) change from the earliest
+    date one of them changes (`changes_from`: its own, or the start of a stored session it
+    may join), and `changed_users` from the first affected date. An account changes from the
+    date any of its members' changes does (an event counts only for one of the user's
+    accounts, and their stored rows show where they counted before); that covers an account
+    whose rows now start earlier, as only a member's late event can move its first member's
+    day. Other users' and accounts' stored rows depend on nothing that arrived.
     """
     stored_last = stored.account_daily.select(pl.col("date").max()).collect().item()
     if stored_last is None or stored_last < dates[0]:
         return None
-    day = pl.col("event_date")
-    late = arrived.filter(day <= stored_last + timedelta(days=1)).select(
-        "canonical_user_id", "event_date", "event_time"
-    )
-    # An event joins a session that started the day before only within the gap after midnight
-    # or where one of the user's stored sessions ran past midnight into its date.
-    crossed = (
-        stored.sessions.filter(
-            (pl.col("session_date") >= dates[0] - timedelta(days=1))
-            & (pl.col("session_end").dt.date() > pl.col("session_date"))
-        )
-        .select("canonical_user_id", event_date=pl.col("session_date") + timedelta(days=1))
-        .unique()
-        .with_columns(_crossed=pl.lit(True))
-    )
     late = (
-        late.join(crossed, on=["canonical_user_id", "event_date"], how="left")
-        .select(
-            "canonical_user_id",
-            changes=pl.when(_after_midnight(cfg.sessions) | pl.col("_crossed").fill_null(False))
-            .then(day - timedelta(days=1))
-            .otherwise(day),
+        changes_from(
+            arrived.filter(pl.col("event_date") <= stored_last + timedelta(days=1)),
+            stored.sessions,
+            cfg.sessions,
         )
         .filter(pl.col("changes") <= stored_last)
         .group_by("canonical_user_id")

@@ -119,16 +119,19 @@ def activity_tables(
     args = (members.lazy(), billing, catalog, plans, cfg, activations)
     if incremental:
         changed_ids, changed_users = state.changed_users(now)
-        dates = activity.affected_dates(new_events, changed_ids, events) if added else []
         stored = activity.ActivityTables(*(lake.scan_dates(settings.lake, t) for t in TABLES))
+        arrived, dates = None, []
+        if added:
+            arrived = consenting(new_events)
+            reached = activity.changes_from(arrived, stored.sessions, cfg.sessions)
+            dates = activity.affected_dates(new_events, changed_ids, events, reached)
         # attribute only the events the update reads
         since = activity.first_date_read(dates) if dates else None
         recent = events.filter(pl.col("event_date") >= since) if dates else events
         billing_from = activity.billing_changed_from(state.billing, now.billing)
         tables = activity.activity_tables(
             consenting(recent), *args, stored, dates, billing_from,
-            arrived=consenting(new_events) if added else None, changed_users=changed_users,
-            identity_map=ids,
+            arrived=arrived, changed_users=changed_users, identity_map=ids,
         )  # fmt: skip
         mode = f"incremental: {len(added)} new day(s), {len(dates)} date(s) affected"
         if billing_from is not None:
