@@ -548,21 +548,23 @@ def test_a_late_event_joins_the_stored_session_of_the_day_before(user, stored, l
     assert sessions.select("session_date", "events").rows() == [(day(9).date(), events)]
 
 
-# u44 sends an event every 20 minutes from 00:00 on day 5 to 23:40 on day 7, as a script or an
-# open tab's heartbeat can: one session, three days long.
-LONG_SESSION = [
-    track("u44", "Feature Used", day(5) + timedelta(minutes=20 * i), "acc1", feature="sso")
-    for i in range(3 * 72)
-]
+def long_session(user: str, start: datetime, days: int) -> list[dict]:
+    """An event every 20 minutes for `days` days, as a script or an open tab's heartbeat can
+    send them: one session."""
+    return [
+        track(user, "Feature Used", start + timedelta(minutes=20 * i), "acc1", feature="sso")
+        for i in range(days * 72)
+    ]
 
 
 @pytest.mark.parametrize(
     "late_at", [day(7, 12, 5), day(8, 0, 5)], ids=["inside-it", "just-after-its-end"]
 )
 def test_a_late_event_joining_a_session_longer_than_a_day_rebuilds_it_from_its_start(late_at):
-    """The update reaches back to day 5, where the session started, though the late event is
-    two or three days later; the session counts it, as a full build does."""
-    base = [*random_rows(16), *LONG_SESSION]
+    """u44's session runs from 00:00 on day 5 to 23:40 on day 7. The update reaches back to
+    day 5, where it started, though the late event is two or three days later; the session
+    counts it, as a full build does."""
+    base = [*random_rows(16), *long_session("u44", day(5, 0), 3)]
     late = [track("u44", "Project Created", late_at, "acc1"), track("u5", "Feature Used", day(60))]
     existing, attributed, members, _, arrived = with_late(base, late)
     theirs = attributed.join(arrived.select("event_id").lazy(), on="event_id", how="semi")
@@ -575,6 +577,26 @@ def test_a_late_event_joining_a_session_longer_than_a_day_rebuilds_it_from_its_s
     assert_tables_equal(updated, full_tables(base + late))
     sessions = updated.sessions.filter(pl.col("canonical_user_id") == "u44")
     assert sessions.select("session_date", "events").rows() == [(day(5).date(), 217)]
+
+
+@pytest.mark.parametrize("with_arrived", [True, False], ids=["touched", "every-user"])
+def test_a_rebuilt_range_reaches_the_end_of_a_session_longer_than_a_day(with_arrived):
+    """A late event on day 3 and no new dates rebuild days 2 to 3 + 27 = 30; u45's session
+    from noon on day 30 runs to noon on day 33, so the range reaches day 32, the day before it
+    ends: rebuilt from events up to day 31 only, it would lose its last two days."""
+    base = [*random_rows(16), *long_session("u45", day(30, 12), 3)]
+    base.append(track("u1", "Feature Used", day(50), "acc1", feature="sso"))
+    late = [track("u45", "Project Created", day(3, 12, 5), "acc1")]
+    existing, attributed, members, dates, arrived = with_late(base, late)
+    span = recompute_range(
+        existing.account_daily, dates, attributed, members, CFG, sessions=existing.sessions.lazy()
+    )
+    assert span == (day(2).date(), day(32).date())
+    updated = update(
+        existing, attributed, members, billing([]), CAT, PLANS, CFG, dates=dates,
+        arrived=arrived if with_arrived else None,
+    )  # fmt: skip
+    assert_tables_equal(updated, full_tables(base + late))
 
 
 def test_a_late_earlier_activation_moves_it_past_the_rebuilt_dates():

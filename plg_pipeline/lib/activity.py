@@ -589,6 +589,7 @@ def recompute_range(
     account_memberships: pl.LazyFrame,
     cfg: ActivityConfig,
     events: pl.LazyFrame | None = None,
+    sessions: pl.LazyFrame | None = None,
 ) -> tuple[date, date] | None:
     """The (first, last) dates to rebuild after changes on `dates`; None when nothing changed.
 
@@ -598,9 +599,12 @@ def recompute_range(
     (they may count for its account now, and their MAU windows reach on: `events`, attributed
     with account_source, default `attributed`, is read only then). `attributed` need only
     hold the events from the first affected date on. sessions and user_daily can be spliced
-    over the same range. Of the stored account_daily (`existing`) only the date column and the
-    last date's accounts are read: every account has a row on the last date. Member counts may change after the range too: activity_tables
-    recounts those stored rows.
+    over the same range; given the stored `sessions`, a range that ends before the last date
+    reaches on to the day before a session starting in it ends (its events are read up to a
+    day past the range), so that a session longer than a day is rebuilt whole. Of the stored
+    account_daily (`existing`) only the date column and the last date's accounts are read:
+    every account has a row on the last date. Member counts may change after the range too:
+    activity_tables recounts those stored rows.
     """
     dates = sorted(dates)
     if not dates:
@@ -635,7 +639,18 @@ def recompute_range(
             later.join(linked, on="canonical_user_id", how="semi").select(pl.len()).collect().item()
         )
         grew = moved > 0
-    return dates[0], last if grew else window_end
+    end = last if grew else window_end
+    while sessions is not None and end < last:
+        runs_to = (
+            sessions.filter(pl.col("session_date").is_between(dates[0], end))
+            .select(pl.col("session_end").max().dt.date())
+            .collect()
+            .item()
+        )
+        if runs_to is None or runs_to <= end + timedelta(days=1):
+            break
+        end = min(runs_to - timedelta(days=1), last)
+    return dates[0], end
 
 
 def billing_changed_from(before: pl.DataFrame, now: pl.DataFrame) -> date | None:
@@ -753,7 +768,9 @@ def activity_tables(
         recent, activations = (  # attributed once: every step below reads these rows
             frame.lazy() for frame in pl.collect_all([read.select(ATTRIBUTED_COLUMNS), activations])
         )
-        span = recompute_range(stored.account_daily, dates, recent, account_memberships, cfg, read)
+        span = recompute_range(
+            stored.account_daily, dates, recent, account_memberships, cfg, read, stored.sessions
+        )
     if span is None:
         rebuilt = _date_rows(
             ActivityTables(*(t.clear().collect() for t in stored)), lake.EMPTY_SPAN

@@ -45,8 +45,9 @@ def sessionize(
     With `dates` (first, last), only sessions starting in that range are returned; one day of
     events on each side is read, so that a session running over midnight into the range keeps
     its true start and one running out of it keeps its end. A session longer than a day needs
-    its start in the range (an update's affected dates reach back to it:
-    `activity.changes_from`).
+    its start in the range and the range to end the day before it does: an update's affected
+    dates reach back to its start (`activity.changes_from`) and its range on to its end
+    (`activity.recompute_range`).
     """
     ev = attributed.filter(
         pl.col("canonical_user_id").is_not_null() & pl.col("type").is_in(cfg.activity_types)
