@@ -123,11 +123,21 @@ def write_dates(lake_dir: Path | str, table: str, rows: DateRows) -> list[date]:
         raise ValueError(f"{table}: {outside.height} rows fall outside the span {rows.span}")
     if rows.frame[rows.date_col].null_count():
         raise ValueError(f"{table}: rows without {rows.date_col}")
-    parts = rows.frame.partition_by(rows.date_col, as_dict=True, maintain_order=True)
-    written = sorted(key[0] for key in parts)
+    # Each date's rows are gathered as its writer needs them, not all at once: an update's
+    # frame can hold a month of dates, and a copy of it all would double its memory.
+    rows_of = (
+        rows.frame.select(rows.date_col, _row=pl.int_range(pl.len(), dtype=pl.UInt32))
+        .group_by(rows.date_col, maintain_order=True)
+        .agg("_row")
+    )
+    written = sorted(rows_of[rows.date_col])
+
+    def write(i: int) -> None:
+        day, at = rows_of[rows.date_col][i], rows_of["_row"][i]
+        write_parquet(rows.frame[at], partition_path(lake_dir, table, day))
+
     with ThreadPoolExecutor(max_workers=WRITERS) as pool:  # Parquet writes and fsync free the GIL
-        list(pool.map(lambda kv: write_parquet(kv[1], partition_path(lake_dir, table, kv[0][0])),
-                      parts.items()))  # fmt: skip
+        list(pool.map(write, range(rows_of.height)))
     for day in partition_dates(lake_dir, table):
         if day not in written and (rows.span is None or rows.span[0] <= day <= rows.span[1]):
             partition_path(lake_dir, table, day).unlink()
