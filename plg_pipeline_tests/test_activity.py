@@ -599,6 +599,21 @@ def test_a_rebuilt_range_reaches_the_end_of_a_session_longer_than_a_day(with_arr
     assert_tables_equal(updated, full_tables(base + late))
 
 
+def test_a_late_event_after_the_last_stored_session_touches_its_user():
+    """The stored days 11 and 12 have no session (an identify call on day 12 carries the
+    tables to it); a late event on day 12 still touches u46 there, though no stored session
+    reaches that far for it to join."""
+    base = [*random_rows(18, days=11), {"type": "identify", "user_id": "u1", "event_time": day(12)}]
+    late = [track("u46", "Feature Used", day(12, 15), "acc1", feature="sso")]
+    existing, attributed, members, dates, arrived = with_late(base, late)
+    assert existing.account_daily["date"].max() == day(12).date()
+    assert existing.sessions["session_end"].max() < day(11)
+    updated = update(
+        existing, attributed, members, billing([]), CAT, PLANS, CFG, dates=dates, arrived=arrived
+    )
+    assert_tables_equal(updated, full_tables(base + late))
+
+
 def test_a_late_earlier_activation_moves_it_past_the_rebuilt_dates():
     """u60 first created a project on day 50; a late event shows one on day 3. Their user-days
     from day 3 on are activated and acc1's activation moves from day 50 to day 3, both past the

@@ -536,24 +536,28 @@ def _after_midnight(sessions: SessionConfig) -> pl.Expr:
 def changes_from(
     arrived: pl.LazyFrame, stored_sessions: pl.LazyFrame, cfg: SessionConfig
 ) -> pl.LazyFrame:
-    """(canonical_user_id, changes): for each arrived event dated up to the day after the last
-    stored session ends (only those are read), the first date it may change. That is its own
-    date, unless it may join a stored session that started earlier: one that ran across
-    midnight into its date, or, within the gap after midnight, one of the day before (which
-    may itself have run into that day from earlier). That session is then rebuilt whole, from
-    its start, however many midnights it crossed.
+    """(canonical_user_id, changes) of the arrived events that change a date before their own:
+    those that may join a stored session started earlier, one that ran across midnight into
+    their date or, within the gap after midnight, one of the day before (which may itself
+    have run into that day from earlier). `changes` is that session's start date: it is then
+    rebuilt whole, however many midnights it crossed. Only events up to the date the last
+    stored session ends, or just after midnight of the next, can: only those are read.
     """
     day, end = pl.col("event_date"), pl.col("session_end")
     keys = ["canonical_user_id", "event_date"]
+    none = pl.LazyFrame(schema={"canonical_user_id": pl.String, "changes": pl.Date})
     last = stored_sessions.select(end.max()).collect().item()
-    # only events up to the day after the last stored session ends can join one
+    if last is None:
+        return none
     late = (
-        arrived.filter(day <= (last.date() + timedelta(days=1) if last else date.min))
+        arrived.filter(
+            (day <= last.date()) | ((day == last.date() + timedelta(days=1)) & _after_midnight(cfg))
+        )
         .select(*keys, "event_time")
         .collect()
     )
     if late.is_empty():
-        return late.select("canonical_user_id", changes=day).lazy()
+        return none
     since = pl.lit(late["event_date"].min() - timedelta(days=1)).cast(pl.Datetime("us", "UTC"))
     reach = (
         stored_sessions.filter((end >= since) & (end.dt.date() > pl.col("session_date")))
@@ -576,7 +580,9 @@ def changes_from(
         late.lazy()
         .join(reach, on=keys, how="left")
         .join(the_day_before, on=keys, how="left")
-        .select("canonical_user_id", changes=pl.min_horizontal(day, "_here", after_midnight))
+        .select(*keys, changes=pl.min_horizontal(day, "_here", after_midnight))
+        .filter(pl.col("changes") < day)
+        .drop("event_date")
         .collect()
         .lazy()
     )
@@ -982,11 +988,14 @@ def _touched(
     stored_last = stored.account_daily.select(pl.col("date").max()).collect().item()
     if stored_last is None or stored_last < dates[0]:
         return None
+    day = pl.col("event_date")
+    arrived = arrived.filter(day <= stored_last + timedelta(days=1))
     late = (
-        changes_from(
-            arrived.filter(pl.col("event_date") <= stored_last + timedelta(days=1)),
-            stored.sessions,
-            cfg.sessions,
+        pl.concat(
+            [
+                arrived.filter(day <= stored_last).select("canonical_user_id", changes=day),
+                changes_from(arrived, stored.sessions, cfg.sessions),
+            ]
         )
         .filter(pl.col("changes") <= stored_last)
         .group_by("canonical_user_id")
