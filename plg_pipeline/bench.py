@@ -231,7 +231,9 @@ def stage_incremental(raw: Path, out: Path, day: date) -> dict:
         )
         arrived = _attributed(new_events, state.identity_map, members, consent)
         reached = activity.changes_from(arrived, stored.sessions, cfg.sessions)
-        dates = activity.affected_dates(new_events, changed_ids, events, reached)
+        dates = activity.affected_dates(
+            new_events, changed_ids, events, reached, sessions=stored.sessions, users=changed_users
+        )
         recent = events.filter(pl.col("event_date") >= activity.first_date_read(dates))
         attributed = _attributed(recent, state.identity_map, members, consent)
         billing = pl.scan_parquet(lake.table_path(out, "billing_events"))

@@ -40,7 +40,9 @@ from plg_pipeline_tests.test_activity import (
     day,
     full_tables,
     labelled,
+    long_session,
     pipeline,
+    random_rows,
     track,
     update,
 )
@@ -503,7 +505,14 @@ def prepare(
         bill=bill,
         activations=activations.collect().lazy(),
         arrived=arrived,
-        dates=affected_dates(arrived, changed_ids, all_events, reached),
+        dates=affected_dates(
+            arrived,
+            changed_ids,
+            all_events,
+            reached,
+            sessions=existing.sessions.lazy(),
+            users=users,
+        ),
         billing_from=billing_changed_from(before_bill.collect(), bill.collect()),
         users=users,
         identity_map=now.identity_map,
@@ -645,3 +654,17 @@ def test_a_late_membership_moves_account_less_days_whose_windows_reach_past_the_
     base += [track("u1", "Feature Used", day(n), None, feature="sso") for n in (0, 35)]
     base.append(track("u2", "Feature Used", day(45), "acc2", feature="sso"))
     check(base, labelled([_group("u1", "acc2", day(10))]))
+
+
+def test_a_merge_into_a_user_with_a_session_longer_than_a_day_rebuilds_that_session():
+    """Found by hand. u47's session runs from day 4 to day 7; a9's event at 12:10 on day 7
+    falls between two of its events. An identify on day 20 merges a9 into u47, and u47's rows
+    are rebuilt from the day before a9's first event (day 6), where the session had not
+    started: the affected dates reach back to day 4, so that it is rebuilt whole and counts
+    a9's event."""
+    base = [
+        *random_rows(16),
+        *long_session("u47", day(4, 0), 4),
+        _activity(random.Random(0), {"anonymous_id": "a9"}, day(7, 12, 10), "acc1"),
+    ]
+    check(base, labelled([_identify("u47", day(20, 10), anonymous="a9")]))

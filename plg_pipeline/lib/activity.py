@@ -466,6 +466,9 @@ def affected_dates(
     changed_ids: pl.DataFrame | None = None,
     events: pl.LazyFrame | None = None,
     reached: pl.LazyFrame | None = None,
+    *,
+    sessions: pl.LazyFrame | None = None,
+    users: Iterable[str] = (),
 ) -> list[date]:
     """Event dates whose figures new data may change: the new events' own dates, plus every
     date on which one of `changed_ids` (an "id" column) has an event in `events`: ids
@@ -473,7 +476,9 @@ def affected_dates(
     `reached` dates (`changes_from` of the new events: where a stored session they may join
     started, however long it ran). Each with the day before: an event may belong to a
     session that started then, which that day holds (`_touched` narrows this to the users
-    whose sessions can).
+    whose sessions can). Given the stored `sessions` and `users` (`changed_users`: rebuilt
+    from the first date), they reach back to the start of any session of those users that
+    ran into the first date from before: a merged id's events may join it.
     """
     parts = [new_events]
     if changed_ids is not None and events is not None and changed_ids.height:
@@ -489,7 +494,23 @@ def affected_dates(
             *(part.select(pl.col("event_date") - timedelta(days=1)) for part in parts),
         ]
     )
-    return sorted(found.unique().drop_nulls().collect()["event_date"].to_list())
+    dates = sorted(found.unique().drop_nulls().collect()["event_date"].to_list())
+    users = pl.Series(list(users), dtype=pl.String).implode()
+    while dates and sessions is not None:
+        start = (
+            sessions.filter(
+                pl.col("canonical_user_id").is_in(users)
+                & (pl.col("session_date") < dates[0])
+                & (pl.col("session_end").dt.date() >= dates[0])
+            )
+            .select(pl.col("session_date").min())
+            .collect()
+            .item()
+        )
+        if start is None:
+            break
+        dates = [start, *dates]
+    return dates
 
 
 def changed_users(

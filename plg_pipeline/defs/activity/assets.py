@@ -124,7 +124,10 @@ def activity_tables(
         if added:
             arrived = consenting(new_events)
             reached = activity.changes_from(arrived, stored.sessions, cfg.sessions)
-            dates = activity.affected_dates(new_events, changed_ids, events, reached)
+            dates = activity.affected_dates(
+                new_events, changed_ids, events, reached, sessions=stored.sessions,
+                users=changed_users,
+            )  # fmt: skip
         # attribute only the events the update reads
         since = activity.first_date_read(dates) if dates else None
         recent = events.filter(pl.col("event_date") >= since) if dates else events
