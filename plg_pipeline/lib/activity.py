@@ -501,7 +501,8 @@ def affected_dates(
             sessions.filter(
                 pl.col("canonical_user_id").is_in(users)
                 & (pl.col("session_date") < dates[0])
-                & (pl.col("session_end").dt.date() >= dates[0])
+                # on the column itself, so that the files' statistics skip older sessions
+                & (pl.col("session_end") >= pl.lit(dates[0]).cast(pl.Datetime("us", "UTC")))
             )
             .select(pl.col("session_date").min())
             .collect()
