@@ -29,7 +29,12 @@ from plg_pipeline.lib.activity import (
 )
 from plg_pipeline.lib.catalog import load_catalog
 from plg_pipeline.lib.configfile import ConfigError
-from plg_pipeline.lib.identity import attribute_events, memberships, update_identity
+from plg_pipeline.lib.identity import (
+    IdentityFacts,
+    attribute_events,
+    memberships,
+    update_identity,
+)
 from plg_pipeline.lib.plans import load_plans
 from plg_pipeline.lib.schemas import BILLING_SCHEMA
 from plg_pipeline.lib.sessions import sessionize
@@ -317,8 +322,16 @@ def test_affected_dates_include_relabelled_history():
     )
     state, _ = update_identity(None, old, CFG.identity)
     _, relabelled = update_identity(state, new, CFG.identity)
-    dates = affected_dates(new, relabelled, pl.concat([old, new]))
+    dates = affected_dates(new, relabelled, id_dates(old, new))
     assert dates == [day(n).date() for n in (1, 2, 8, 9)]
+
+
+def id_dates(*days: pl.LazyFrame) -> pl.DataFrame:
+    """The identity facts' first and last date per raw id, merged day by day as a run does."""
+    facts = IdentityFacts.empty()
+    for events in days:
+        facts = facts.merge(IdentityFacts.of(events))
+    return facts.tables["dates"]
 
 
 def test_config_errors_name_file_and_key(tmp_path: Path):
@@ -450,7 +463,7 @@ def test_a_merge_moves_the_stored_rows_of_both_ids_to_one_user(with_identity_map
     state, _ = update_identity(None, make_events(base), CFG.identity)
     now, relabelled = update_identity(state, arrived, CFG.identity)
     assert relabelled.rows() == [("a7", "a7", "u70")]
-    dates = affected_dates(arrived, relabelled, make_events(base + late))
+    dates = affected_dates(arrived, relabelled, id_dates(make_events(base), arrived))
     assert dates[0] == day(1).date()
     users = pl.concat([relabelled["old_canonical_user_id"], relabelled["new_canonical_user_id"]])
     updated = update(
@@ -464,24 +477,22 @@ def test_a_merge_moves_the_stored_rows_of_both_ids_to_one_user(with_identity_map
     assert first.row(1, named=True)["events"] == 2
 
 
+@pytest.mark.parametrize("late_call", [False, True])  # without new dates: u3 is active after
 @pytest.mark.parametrize("with_identity_map", [False, True])
 def test_a_withdrawn_consent_removes_the_users_stored_rows_and_recounts_their_accounts(
-    with_identity_map,
+    with_identity_map, late_call
 ):
-    """u3 withdraws analytics consent on a new day: every stored row of u3 goes, and their
-    accounts' figures drop them on every date, while the late window is only the new day."""
+    """u3 withdraws analytics consent on a new day (or in a late call dated day 5, with no new
+    date): every stored row of u3 goes, and their accounts' figures drop them on every date,
+    while the late window is only the new day (or day 5)."""
     base = random_rows(14)
-    late = labelled(
-        [
-            {
-                "type": "identify",
-                "user_id": "u3",
-                "consent_analytics": False,
-                "event_time": day(60),
-            },
-            track("u5", "Project Created", day(60), "acc1"),
-        ]
-    )
+    consent = {"type": "identify", "user_id": "u3", "consent_analytics": False}
+    if late_call:
+        late = labelled([{**consent, "event_time": day(5, 12)}])
+    else:
+        late = labelled(
+            [{**consent, "event_time": day(60)}, track("u5", "Project Created", day(60), "acc1")]
+        )
     attributed, _, members = pipeline(base + late)
     consenting = attributed.filter(pl.col("canonical_user_id") != "u3")
     existing = full_tables(base)
@@ -490,8 +501,18 @@ def test_a_withdrawn_consent_removes_the_users_stored_rows_and_recounts_their_ac
     opted_out = pl.DataFrame({"canonical_user_id": ["u3"]})
     ids, users = changed_users(identities, identities, opted_out.clear(), opted_out)
     assert users.to_list() == ["u3"]
-    dates = affected_dates(make_events(late), ids, make_events(base + late))
-    assert len(dates) > 20  # every date u3 was active
+    dates = affected_dates(make_events(late), ids, id_dates(make_events(base), make_events(late)))
+    theirs = (
+        make_events(base)
+        .filter(pl.col("user_id").is_in(ids["id"].implode()))
+        .select(first=pl.col("event_date").min(), last=pl.col("event_date").max())
+        .collect()
+    )
+    first, last = theirs.row(0)
+    # u3 is active from early on to after the late call's MAU window: the rebuild spans both
+    assert first < day(5).date() and last > day(5 + CFG.mau_days).date()
+    assert dates[0] == first - timedelta(days=1)
+    assert dates[-1] == (last if late_call else day(60).date())
     updated = update(
         existing, consenting, members, billing([]), CAT, PLANS, CFG, dates=dates,
         arrived=make_events(late), changed_users=users,

@@ -39,6 +39,7 @@ from plg_pipeline_tests.test_activity import (
     billing,
     day,
     full_tables,
+    id_dates,
     labelled,
     long_session,
     pipeline,
@@ -508,7 +509,7 @@ def prepare(
         dates=affected_dates(
             arrived,
             changed_ids,
-            all_events,
+            id_dates(base_events, arrived),
             reached,
             sessions=existing.sessions.lazy(),
             users=users,

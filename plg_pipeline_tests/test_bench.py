@@ -47,7 +47,7 @@ def test_bench_prints_every_figure(tmp_path, capsys):
     assert len(verdicts) == 8 and set(verdicts) <= {"PASS", "FAIL"}, out
     assert "PASS each extra day equals a full build of the same days: yes" in out, out
     for label in ("day 31 after 30", f"day {DAYS} after {DAYS - 1}"):
-        spent = re.search(rf"^{label}: (.*); (\d+) dates affected$", out, re.MULTILINE)
+        spent = re.search(rf"^{label}: (.*); (\d+) dates rebuilt$", out, re.MULTILINE)
         assert spent and int(spent[2]) > 0, out
         parts = dict(part.rsplit(" ", 2)[:2] for part in spent[1].split(", "))
         assert list(parts) == ["ingest", "identity", "activity tables", "writes"], out

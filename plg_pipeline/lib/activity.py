@@ -464,28 +464,29 @@ def _column_order(plans: PlanCatalog) -> list[str]:
 def affected_dates(
     new_events: pl.LazyFrame,
     changed_ids: pl.DataFrame | None = None,
-    events: pl.LazyFrame | None = None,
+    id_dates: pl.DataFrame | pl.LazyFrame | None = None,
     reached: pl.LazyFrame | None = None,
     *,
     sessions: pl.LazyFrame | None = None,
     users: Iterable[str] = (),
 ) -> list[date]:
-    """Event dates whose figures new data may change: the new events' own dates, plus every
-    date on which one of `changed_ids` (an "id" column) has an event in `events`: ids
-    relabelled (a merge turns two active users into one) or whose consent changed, plus the
-    `reached` dates (`changes_from` of the new events: where a stored session they may join
-    started, however long it ran). Each with the day before: an event may belong to a
-    session that started then, which that day holds (`_touched` narrows this to the users
-    whose sessions can). Given the stored `sessions` and `users` (`changed_users`: rebuilt
-    from the first date), they reach back to the start of any session of those users that
-    ran into the first date from before: a merged id's events may join it.
+    """Event dates whose figures new data may change: the new events' own dates, plus the
+    first and last date on which one of `changed_ids` (an "id" column) has events, from
+    `id_dates` (the identity facts' "dates": id, first_date, last_date): ids relabelled (a
+    merge turns two active users into one) or whose consent changed, plus the `reached` dates
+    (`changes_from` of the new events: where a stored session they may join started, however
+    long it ran). Each with the day before: an event may belong to a session that started
+    then, which that day holds (`_touched` narrows this to the users whose sessions can).
+    Dates in between need no listing, as a rebuild runs from the first to past the last, and
+    the facts hold two dates per id: the cost does not grow with history. Given the stored
+    `sessions` and `users` (`changed_users`: rebuilt from the first date), they reach back to
+    the start of any session of those users that ran into the first date from before: a
+    merged id's events may join it.
     """
     parts = [new_events]
-    if changed_ids is not None and events is not None and changed_ids.height:
-        ids = changed_ids["id"].implode()
-        parts.append(
-            events.filter(pl.col("user_id").is_in(ids) | pl.col("anonymous_id").is_in(ids))
-        )
+    if changed_ids is not None and id_dates is not None and changed_ids.height:
+        theirs = id_dates.lazy().join(changed_ids.lazy().select("id"), on="id", how="semi")
+        parts += [theirs.select(event_date=side) for side in ("first_date", "last_date")]
     if reached is not None:
         parts.append(reached.select(event_date="changes"))
     found = pl.concat(
@@ -623,8 +624,8 @@ def recompute_range(
 
     From the earliest affected date to the last date an affected MAU window reaches, or to
     the last date in the data when the data grew, an account appeared (their new rows run
-    to the end) or a user with account-less events after the affected dates got a link on one
-    (they may count for its account now, and their MAU windows reach on: `events`, attributed
+    to the end) or a user with account-less events after the affected dates got a link between
+    the first and the last of them (they may count for its account now, and their MAU windows reach on: `events`, attributed
     with account_source, default `attributed`, is read only then). `attributed` need only
     hold the events from the first affected date on. sessions and user_daily can be spliced
     over the same range; given the stored `sessions`, a range that ends before the last date
@@ -654,9 +655,10 @@ def recompute_range(
     if not grew:
         # A link starting on an affected date (a late group call or first event in an account)
         # moves its user's account-less events after it to that account, on every later date.
+        # Any date from the first to the last: `affected_dates` does not list those between.
         linked = (
             account_memberships.lazy()
-            .filter(pl.col("valid_from").dt.date().is_in(pl.Series(dates, dtype=pl.Date).implode()))
+            .filter(pl.col("valid_from").dt.date().is_between(dates[0], dates[-1]))
             .select("canonical_user_id")
         )
         # after the last affected date: the MAU windows of those events reach past window_end
@@ -750,6 +752,7 @@ def activity_tables(
     arrived: pl.LazyFrame | None = None,
     changed_users: Iterable[str] = (),
     identity_map: pl.DataFrame | None = None,
+    reached: pl.LazyFrame | None = None,
 ) -> ActivityTables:
     """sessions, user_daily and account_daily as `DateRows`: built whole from `attributed`, or,
     given the `stored` tables (lazy scans), the rows of the dates to rebuild after changes on
@@ -771,7 +774,8 @@ def activity_tables(
     ids' old and new users, users whose consent changed); without `arrived` every user of those
     dates is. With `identity_map` (what `attributed` was built with), the events before the late
     events' dates are filtered on their raw ids before attribution: a consent change far back
-    then costs its users' and accounts' events, not every event since.
+    then costs its users' and accounts' events, not every event since. `reached` is
+    `changes_from(arrived, ...)` when the caller has it already (for `affected_dates`).
     """
     if stored is None:
         sessions = sessionize(attributed, cfg.sessions).collect()
@@ -788,7 +792,9 @@ def activity_tables(
     if dates:
         read = attributed.filter(pl.col("event_date") >= first_date_read(dates))
         if arrived is not None:
-            touched = _touched(arrived, changed_users, stored, account_memberships, dates, cfg)
+            if reached is None:
+                reached = changes_from(arrived, stored.sessions, cfg.sessions)
+            touched = _touched(arrived, reached, changed_users, stored, account_memberships, dates)
         if touched is not None:
             read = touched.read(
                 attributed, first_date_read(dates), identity_map, account_memberships
@@ -990,11 +996,11 @@ def _on_or_after(froms: pl.DataFrame, key: str, date_col: str, days_before: int)
 
 def _touched(
     arrived: pl.LazyFrame,
+    reached: pl.LazyFrame,
     changed_users: Iterable[str],
     stored: ActivityTables,
     account_memberships: pl.LazyFrame,
     dates: list[date],
-    cfg: ActivityConfig,
 ) -> _Touched | None:
     """The users whose stored rows an update changes and the accounts those rows are in, each
     from the date they change; None when no stored date changes.
@@ -1016,7 +1022,7 @@ def _touched(
         pl.concat(
             [
                 arrived.filter(day <= stored_last).select("canonical_user_id", changes=day),
-                changes_from(arrived, stored.sessions, cfg.sessions),
+                reached,
             ]
         )
         .filter(pl.col("changes") <= stored_last)

@@ -343,6 +343,7 @@ FACT_SCHEMAS = {
     "group_roles": {"id": pl.String, "account_id": pl.String, **_ROW, "role": pl.String},
     "user_roles": {"id": pl.String, **_ROW, "role": pl.String},
     "consent": {"id": pl.String, **_ROW, "consent_analytics": pl.Boolean},
+    "dates": {"id": pl.String, "first_date": pl.Date, "last_date": pl.Date},
 }  # fmt: skip
 FACT_KEYS = {"accounts": ["id", "account_id"], "group_roles": ["id", "account_id"]}
 
@@ -367,6 +368,13 @@ def _fact_rows(events: pl.LazyFrame) -> dict[str, pl.LazyFrame]:
         "consent": ev.filter(pl.col("consent_analytics").is_not_null()).select(
             "id", *row, "consent_analytics"
         ),
+        # under either id an event names: a relabelled id's dates are what an update rebuilds
+        "dates": pl.concat(
+            [
+                events.select(id=pl.col(c), first_date="event_date", last_date="event_date")
+                for c in ("user_id", "anonymous_id")
+            ]
+        ).filter(pl.col("id").is_not_null()),
     }
 
 
@@ -376,6 +384,8 @@ def _summarise(name: str, rows: pl.LazyFrame) -> pl.LazyFrame:
         summary = rows.group_by(keys).agg(
             pl.col("valid_from").min(), pl.col("last_seen").max(), pl.col("via_group").any()
         )
+    elif name == "dates":
+        summary = rows.group_by(keys).agg(pl.col("first_date").min(), pl.col("last_date").max())
     else:
         summary = latest(rows, keys)
     return summary.select(list(FACT_SCHEMAS[name])).sort(keys)
@@ -383,7 +393,8 @@ def _summarise(name: str, rows: pl.LazyFrame) -> pl.LazyFrame:
 
 @dataclass(frozen=True)
 class IdentityFacts:
-    """Per-id summaries of the events that memberships and consent are made of.
+    """Per-id summaries of the events that memberships and consent are made of, and the first
+    and last date each raw id has events on (`activity.affected_dates` of relabelled ids).
 
     Each is a min, max, any or latest row per id, so the facts of all events are the stored
     facts merged with one new day's: a daily run reads that day, not the whole history, and
@@ -409,20 +420,25 @@ class IdentityFacts:
         frames = pl.collect_all([_summarise(name, frame) for name, frame in rows.items()])
         return cls(dict(zip(rows, frames, strict=True)))
 
+    @staticmethod
+    def path(directory: Path | str, name: str) -> Path:
+        """Where the stored fact table `name` (a FACT_SCHEMAS key) lives."""
+        return lake.table_path(directory, f"facts_{name}")
+
     def save(self, directory: Path | str) -> None:
         for name, frame in self.tables.items():
-            lake.write_parquet(frame, lake.table_path(directory, f"facts_{name}"))
+            lake.write_parquet(frame, self.path(directory, name))
 
-    @staticmethod
-    def discard(directory: Path | str) -> None:
+    @classmethod
+    def discard(cls, directory: Path | str) -> None:
         """Remove stored facts (they hold raw ids): the next update rebuilds them from events."""
         for name in FACT_SCHEMAS:
-            lake.table_path(directory, f"facts_{name}").unlink(missing_ok=True)
+            cls.path(directory, name).unlink(missing_ok=True)
 
     @classmethod
     def load(cls, directory: Path | str) -> IdentityFacts | None:
         """The stored facts, or None when there are none (then they are built from all events)."""
-        paths = {n: lake.table_path(directory, f"facts_{n}") for n in FACT_SCHEMAS}
+        paths = {n: cls.path(directory, n) for n in FACT_SCHEMAS}
         if not all(p.exists() for p in paths.values()):
             return None
         return cls({n: pl.read_parquet(p) for n, p in paths.items()})

@@ -8,6 +8,7 @@ import dagster as dg
 import polars as pl
 
 from plg_pipeline.defs.common import RETRY, WAREHOUSE_POOL, marts
+from plg_pipeline.defs.identity.assets import identity_state_dir
 from plg_pipeline.defs.ops.automation import stage_out
 from plg_pipeline.defs.resources import PipelineSettings
 from plg_pipeline.lib import activity, identity, lake, quality
@@ -95,6 +96,7 @@ def activity_tables(
     added, rewritten = (
         lake.changed_files(state.events_seen, now.events_seen) if state else ([], True)
     )
+    id_dates = identity.IdentityFacts.path(identity_state_dir(settings), "dates")
     why_full = [
         why
         for why, applies in (
@@ -102,6 +104,7 @@ def activity_tables(
             ("stored tables missing", not _has_outputs(settings)),
             ("event partitions rewritten", state is not None and rewritten),
             ("config changed", state is not None and state.config_digest != now.config_digest),
+            ("identity facts missing", not id_dates.exists()),
         )
         if applies
     ]
@@ -120,13 +123,13 @@ def activity_tables(
     if incremental:
         changed_ids, changed_users = state.changed_users(now)
         stored = activity.ActivityTables(*(lake.scan_dates(settings.lake, t) for t in TABLES))
-        arrived, dates = None, []
+        arrived, reached, dates = None, None, []
         if added:
             arrived = consenting(new_events)
             reached = activity.changes_from(arrived, stored.sessions, cfg.sessions)
             dates = activity.affected_dates(
-                new_events, changed_ids, events, reached, sessions=stored.sessions,
-                users=changed_users,
+                new_events, changed_ids, pl.scan_parquet(id_dates), reached,
+                sessions=stored.sessions, users=changed_users,
             )  # fmt: skip
         # attribute only the events the update reads
         since = activity.first_date_read(dates) if dates else None
@@ -134,9 +137,10 @@ def activity_tables(
         billing_from = activity.billing_changed_from(state.billing, now.billing)
         tables = activity.activity_tables(
             consenting(recent), *args, stored, dates, billing_from,
-            arrived=arrived, changed_users=changed_users, identity_map=ids,
+            arrived=arrived, changed_users=changed_users, identity_map=ids, reached=reached,
         )  # fmt: skip
-        mode = f"incremental: {len(added)} new day(s), {len(dates)} date(s) affected"
+        rebuilt = tables.account_daily.frame["date"].n_unique()
+        mode = f"incremental: {len(added)} new day(s), {rebuilt} date(s) rebuilt"
         if billing_from is not None:
             mode += f", billing changed from {billing_from}"
         # the checks measure the new events' dates, at a cost that does not grow with history
