@@ -625,15 +625,15 @@ def recompute_range(
     From the earliest affected date to the last date an affected MAU window reaches, or to
     the last date in the data when the data grew, an account appeared (their new rows run
     to the end) or a user with account-less events after the affected dates got a link between
-    the first and the last of them (they may count for its account now, and their MAU windows reach on: `events`, attributed
-    with account_source, default `attributed`, is read only then). `attributed` need only
-    hold the events from the first affected date on. sessions and user_daily can be spliced
-    over the same range; given the stored `sessions`, a range that ends before the last date
-    reaches on to the day before a session starting in it ends (its events are read up to a
-    day past the range), so that a session longer than a day is rebuilt whole. Of the stored
-    account_daily (`existing`) only the date column and the last date's accounts are read:
-    every account has a row on the last date. Member counts may change after the range too:
-    activity_tables recounts those stored rows.
+    the first and the last of them (they may count for its account now, and their MAU windows
+    reach on: `events`, attributed with account_source, default `attributed`, is read only
+    then). `attributed` need only hold the events from the first affected date on. sessions
+    and user_daily can be spliced over the same range; given the stored `sessions`, a range
+    that ends before the last date reaches on to the day before a session starting in it ends
+    (its events are read up to a day past the range), so that a session longer than a day is
+    rebuilt whole. Of the stored account_daily (`existing`) only the date column and the last
+    date's accounts are read: every account has a row on the last date. Member counts may
+    change after the range too: activity_tables recounts those stored rows.
     """
     dates = sorted(dates)
     if not dates:
