@@ -1017,7 +1017,6 @@ def _touched(
     if stored_last is None or stored_last < dates[0]:
         return None
     day = pl.col("event_date")
-    arrived = arrived.filter(day <= stored_last + timedelta(days=1))
     late = (
         pl.concat(
             [

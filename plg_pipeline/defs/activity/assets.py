@@ -139,8 +139,8 @@ def activity_tables(
             consenting(recent), *args, stored, dates, billing_from,
             arrived=arrived, changed_users=changed_users, identity_map=ids, reached=reached,
         )  # fmt: skip
-        rebuilt = tables.account_daily.frame["date"].n_unique()
-        mode = f"incremental: {len(added)} new day(s), {rebuilt} date(s) rebuilt"
+        days_rebuilt = tables.account_daily.frame["date"].n_unique()
+        mode = f"incremental: {len(added)} new day(s), {days_rebuilt} date(s) rebuilt"
         if billing_from is not None:
             mode += f", billing changed from {billing_from}"
         # the checks measure the new events' dates, at a cost that does not grow with history
@@ -149,6 +149,7 @@ def activity_tables(
         scope = f"events dated {first} or later" if first else "no new events"
     else:
         tables = activity.activity_tables(consenting(events), *args)
+        days_rebuilt = tables.account_daily.frame["date"].n_unique()
         mode = f"full: {why_full[0]}"
         checked, scope = events, "all events"
     sessions, user_daily, account_daily = tables
@@ -160,7 +161,7 @@ def activity_tables(
         "account_daily",
         metadata={
             "accounts_rebuilt": dg.MetadataValue.int(account_daily.frame["account_id"].n_unique()),
-            "days_rebuilt": dg.MetadataValue.int(account_daily.frame["date"].n_unique()),
+            "days_rebuilt": dg.MetadataValue.int(days_rebuilt),
             "opted_out_users_excluded": dg.MetadataValue.int(opted_out.height),
             "mode": mode,
         },
