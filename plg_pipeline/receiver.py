@@ -90,6 +90,7 @@ class Receiver:
         self.requests: list[Received] = []
         self.effects: dict[str, tuple[str, dict]] = {}  # key -> (path, payload) applied once
         self._seen: Counter[str | None] = Counter()  # requests admitted per key, answered or not
+        self.incomplete = 0  # requests whose client went away before sending the whole body
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
 
@@ -171,7 +172,15 @@ def _handler(rx: Receiver) -> type[BaseHTTPRequestHandler]:
 
         def do_POST(self) -> None:
             path = urlsplit(self.path).path
-            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length)
+            if len(body) < length:
+                # The client went away mid-request (a killed sender): like any HTTP server, act
+                # on nothing and answer nothing; the request is counted, not recorded.
+                with rx._lock:
+                    rx.incomplete += 1
+                self.close_connection = True
+                return
             key = self.headers.get(IDEMPOTENCY_HEADER)
             _, fault, signature_ok = rx._admit(path, key, body, self.headers.get(SIGNATURE_HEADER))
             if rx.delay_s:

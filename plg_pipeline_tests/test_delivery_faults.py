@@ -73,6 +73,26 @@ def test_read_timeout_is_retried_and_applied_once(tmp_path):
     assert table["attempts"].to_list() == [2] * ROWS
 
 
+def test_a_sender_killed_mid_body_leaves_no_request_and_no_effect(tmp_path):
+    """Headers sent, the body cut short (the sender was killed between its writes): nothing
+    reached the destination to act on, and the next, whole requests are served as usual."""
+    with Receiver(receiver_secrets()) as rx:
+        host, port = rx.base_url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port))) as s:
+            s.sendall(
+                b"POST /inapp HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n"
+                b"Idempotency-Key: cut\r\n\r\n" + b'{"trigger_id": "t9'
+            )
+        deadline = time.monotonic() + 5
+        while rx.incomplete == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert rx.incomplete == 1 and rx.requests == [] and rx.effects == {}
+        _, table = run(tmp_path, rx)
+    assert_applied_once(rx)
+    assert all(r.signature_ok for r in rx.requests)
+    assert set(table["status"]) == {"delivered"}
+
+
 def test_connection_reset_is_retried(tmp_path):
     with Receiver(receiver_secrets(), faults=first_n(1, Fault.reset())) as rx:
         _, table = run(tmp_path, rx)
