@@ -15,8 +15,9 @@ WAREHOUSE_POOL = "warehouse"
 """Every step that writes the DuckDB file holds this pool (limit 1 in dagster.yaml)."""
 
 
-def owners(group: str) -> list[str]:
-    return pipeline_config().owners.get(group, [])
+def owners(stage: str) -> list[str]:
+    """The owners pipeline.yaml gives `stage` (a field of StageOwners)."""
+    return list(getattr(pipeline_config().owners, stage))
 
 
 def marts(name: str) -> dg.AssetKey:
