@@ -1,6 +1,6 @@
 """Product events: one arrival day's files -> accepted events + quarantine, every row accounted for.
 
-Speed comes from decompressing each file once (ISA-L's igzip, about 1.4x zlib) and Polars' native
+Speed comes from decompressing each file once (ISA-L, about 1.4x zlib) and Polars' native
 readers over those bytes: `read_lines` and one `read_ndjson` per file. Python only looks at lines
 Polars rejects (found by splitting the failing batch), at values that might not be JSON strings,
 and at JSON that may hold PII.
@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import polars as pl
-from isal import igzip
+from isal import isal_zlib
 
 from plg_pipeline.lib.pii import JsonScrubber, hash_emails, hmac_hex, mask_emails, truncate_ip
 from plg_pipeline.lib.schemas import (
@@ -291,6 +291,23 @@ def _object_classifier(field: str):
 # ---------------------------------------------------------------- reading files
 
 
+def _gunzip(data: bytes) -> bytes:
+    """Every gzip member of `data`, each inflated in one call; EOFError for a cut stream.
+
+    igzip.decompress reads in blocks and joins them: on a 20 MB file (111 MB of lines) 0.17 s
+    and twice the page faults, against 0.11 s here. Damaged files go to `_gunzip_prefix`, which
+    keeps their good part.
+    """
+    members: list[bytes] = []
+    while data:
+        inflater = isal_zlib.decompressobj(16 + isal_zlib.MAX_WBITS)
+        members.append(inflater.decompress(data))
+        if not inflater.eof:
+            raise EOFError("gzip stream ends before its end marker")
+        data = inflater.unused_data.lstrip(b"\x00")  # members may be padded with zeros
+    return members[0] if len(members) == 1 else b"".join(members)
+
+
 def _gunzip_prefix(data: bytes) -> tuple[bytes, str | None]:
     """Decompress every gzip member, keeping what decodes before a cut or corruption."""
     out: list[bytes] = []
@@ -376,9 +393,9 @@ def _read_json_file(path: Path, rel: str) -> tuple[pl.DataFrame, pl.DataFrame]:
     try:
         data = path.read_bytes()
         if data[:2] == b"\x1f\x8b":  # once here, not again in each Polars reader
-            data = igzip.decompress(data)
+            data = _gunzip(data)
         lines = pl.read_lines(data, name="raw")["raw"]
-    except (pl.exceptions.PolarsError, OSError, EOFError):
+    except (pl.exceptions.PolarsError, OSError, EOFError, isal_zlib.error):
         (lines, problems), data = _read_lines_slowly(path), None
     if lines.len() == 0 and not problems:
         return _empty_parsed(), _problem_rows(rel, [(0, "empty_file", "")])
