@@ -47,11 +47,18 @@ def line(obj: dict) -> str:
     return json.dumps(obj, separators=(",", ":"))
 
 
+def gz_lines(lines: list[str]) -> bytes:
+    return gzip.compress(jsonl_bytes(lines))
+
+
+def jsonl_bytes(lines: list[str]) -> bytes:
+    return "".join(f"{x}\n" for x in lines).encode()
+
+
 def write(root: Path, name: str, lines: list[str], day: date = DAY) -> Path:
     path = root / "events" / f"dt={day}" / name
     path.parent.mkdir(parents=True, exist_ok=True)
-    data = "".join(f"{x}\n" for x in lines).encode()
-    path.write_bytes(gzip.compress(data) if name.endswith(".gz") else data)
+    path.write_bytes(gz_lines(lines) if name.endswith(".gz") else jsonl_bytes(lines))
     return path
 
 
@@ -173,13 +180,9 @@ def test_offsets_become_utc_and_late_events_keep_their_own_date(tmp_path):
     assert events["received_at"].to_list()[2] == datetime(2026, 3, 10, 0, 0, 5, tzinfo=UTC)
 
 
-def _gz_lines(rows: list[str]) -> bytes:
-    return gzip.compress("".join(r + "\n" for r in rows).encode())
-
-
 def test_truncated_gzip_keeps_complete_lines_and_quarantines_the_tail(tmp_path):
     rows = [line(event(i)) for i in range(200)]
-    data = _gz_lines(rows)
+    data = gz_lines(rows)
     path = tmp_path / "events" / f"dt={DAY}" / "cut.jsonl.gz"
     path.parent.mkdir(parents=True)
     path.write_bytes(data[: len(data) * 2 // 3])
@@ -197,9 +200,8 @@ def test_truncated_gzip_keeps_complete_lines_and_quarantines_the_tail(tmp_path):
 def test_a_gzip_of_several_members_is_read_whole(tmp_path):
     """`cat a.gz b.gz` is a valid gzip file (zero padding after a member too): every member counts."""
     rows = [line(event(i)) for i in range(300)]
-    path = tmp_path / "events" / f"dt={DAY}" / "joined.jsonl.gz"
-    path.parent.mkdir(parents=True)
-    path.write_bytes(_gz_lines(rows[:100]) + _gz_lines(rows[100:]) + b"\x00" * 8)
+    path = write(tmp_path, "joined.jsonl.gz", rows[:100])
+    path.write_bytes(path.read_bytes() + gz_lines(rows[100:]) + b"\x00" * 8)
     result = ingest(tmp_path)
     assert result.events["line"].to_list() == list(range(1, 301))
     assert result.events["event_id"].to_list() == [f"m{i}" for i in range(300)]
@@ -208,9 +210,8 @@ def test_a_gzip_of_several_members_is_read_whole(tmp_path):
 
 def test_bytes_after_a_gzip_member_keep_its_lines_and_quarantine_the_rest(tmp_path):
     rows = [line(event(i)) for i in range(50)]
-    path = tmp_path / "events" / f"dt={DAY}" / "tail.jsonl.gz"
-    path.parent.mkdir(parents=True)
-    path.write_bytes(_gz_lines(rows) + b"not gzip at all")
+    path = write(tmp_path, "tail.jsonl.gz", rows)
+    path.write_bytes(path.read_bytes() + b"not gzip at all")
     result = ingest(tmp_path)
     assert result.events["line"].to_list() == list(range(1, 51))
     [(number, reason)] = result.quarantine.select("line", "reason").rows()
