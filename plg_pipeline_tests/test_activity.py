@@ -179,6 +179,20 @@ def test_hand_made_account_days():
     assert (d3["features_tier_3"], d3["premium_features"], d3["wau"]) == (1, 1, 2)
 
 
+def test_a_feature_outside_the_plan_catalog_takes_its_events_tier():
+    """The catalog's tier wins; else the event's tier, as a plan name or a number; else 0."""
+    rows = [
+        {"type": "group", "user_id": "u1", "group_id": "acc", "event_time": day(0, 8)},
+        track("u1", "Feature Used", day(0), feature="sso", tier="free"),  # catalog: business
+        track("u1", "Feature Used", day(0, 9, 1), feature="beta_board", tier="pro"),
+        track("u1", "Feature Used", day(0, 9, 2), feature="beta_audit", tier="3"),
+        track("u1", "Feature Used", day(0, 9, 3), feature="notes"),
+    ]
+    (d0,) = full_daily(rows).iter_rows(named=True)
+    tiers = [d0[f"features_tier_{t}"] for t in range(4)]
+    assert (d0["distinct_features"], d0["premium_features"], tiers) == (4, 3, [1, 1, 1, 1])
+
+
 def test_user_daily_flags():
     attributed, sessions, members = pipeline(HAND_MADE)
     out = (
