@@ -1005,9 +1005,13 @@ class _Touched(NamedTuple):
             pl.col("event_date").is_between(since, near, closed="left")
             & pl.coalesce("user_id", "anonymous_id").is_in(ids.implode())
         )
-        # collected alone: shared with the other part, the plan would be attributed whole first
-        before = before.filter(wanted).collect().lazy()
-        return pl.concat([before, attributed.filter(pl.col("event_date") >= near).filter(wanted)])
+        # Collected alone: shared with the other part, the plan would be attributed whole first.
+        # Only the columns read later: a projection after this collect would not reach the scan
+        # (10M, day 60, 24 days of a few users: 0.44 -> 0.35 s; the JSON properties go undecoded).
+        columns = [*ATTRIBUTED_COLUMNS, "account_source"]
+        before = before.filter(wanted).select(columns).collect().lazy()
+        later = attributed.filter(pl.col("event_date") >= near).filter(wanted).select(columns)
+        return pl.concat([before, later])
 
 
 def _on_or_after(froms: pl.DataFrame, key: str, date_col: str, days_before: int) -> pl.Expr:
