@@ -522,12 +522,16 @@ def attribute_events(
         .sort("valid_from")
     )
     # Built from its own narrow projection, not from `ev`: a shared subplan would be cached
-    # whole, and a date filter on the result could then no longer reach the scan.
-    narrow = events.select("event_id", "user_id", "anonymous_id", "account_id", "event_time")
+    # whole, and a date filter on the result could then no longer reach the scan. Joined on
+    # event_date too, so that such a filter reaches this projection's scan as well (10M, an
+    # update on day 60, the events of its last 6 of 30 dates read: 0.56-0.65 -> 0.45-0.51 s).
+    narrow = events.select(
+        "event_id", "user_id", "anonymous_id", "account_id", "event_time", "event_date"
+    )
     resolved = (
         with_canonical(narrow, lookup, ["_first_from", "_last_from"])
         .filter(between)
-        .select("event_id", "canonical_user_id", "event_time")
+        .select("event_id", "event_date", "canonical_user_id", "event_time")
         .unique("event_id")  # curated event ids are unique; never fan rows out if not
         .sort("event_time")
         .join_asof(
@@ -537,14 +541,14 @@ def attribute_events(
             by="canonical_user_id",
             check_sortedness=False,
         )
-        .select("event_id", "_between_account")
+        .select("event_id", "event_date", "_between_account")
     )
     member_account = pl.coalesce(
         pl.when(pl.col("event_time") >= pl.col("_last_from")).then("_last_account"),
         "_between_account",
     )
     return (
-        ev.join(resolved, on="event_id", how="left")
+        ev.join(resolved, on=["event_id", "event_date"], how="left")
         .with_columns(
             account_source=pl.when(pl.col("account_id").is_not_null())
             .then(pl.lit("explicit"))
