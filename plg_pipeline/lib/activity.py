@@ -1207,8 +1207,8 @@ def _rebuild(
         )
     )  # fmt: skip
     new_day = pl.col("date") >= new_from
-    users = user_daily(
-        recent, all_sessions, account_memberships, catalog, plans, cfg, span, activations,
+    users = user_daily(  # the rebuilt sessions are these users' (and dates') own
+        recent, sessions.lazy(), account_memberships, catalog, plans, cfg, span, activations,
         _PerUser(*(f.lazy().filter(new_day | user_rows("date")) for f in per_user)),
     ).collect()  # fmt: skip
     kept_users = _with_user_flags(
