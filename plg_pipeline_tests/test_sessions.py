@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import random
 from datetime import UTC, date, datetime, timedelta
 
 import polars as pl
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
 from plg_pipeline.lib.sessions import SessionConfig, sessionize
@@ -135,3 +138,86 @@ def test_account_is_first_known_account_of_session():
     assert out["account_id"].to_list() == ["b"]
     assert out["session_start"].to_list()[0] == at(9).replace(tzinfo=UTC)
     assert timedelta(seconds=out["duration_s"][0]) == timedelta(minutes=6)
+
+
+def test_simultaneous_first_events_count_for_the_least_account_in_any_order():
+    rows = [
+        {"user_id": "u", "event_time": at(9)},
+        {"user_id": "u", "event_time": at(9, 5), "account_id": "b"},
+        {"user_id": "u", "event_time": at(9, 5), "account_id": "a"},
+        {"user_id": "u", "event_time": at(9, 6), "account_id": "0"},
+    ]
+    assert run(rows)["account_id"].to_list() == ["a"]
+    assert run(list(reversed(rows)))["account_id"].to_list() == ["a"]
+
+
+def reference_sessions(rows: list[dict], gap: timedelta) -> list[tuple]:
+    """Sessions by the rule, walked in Python: (user, account, start, end, events)."""
+    out = []
+    for user in sorted({r["user_id"] for r in rows}):
+        mine = [(r["event_time"], r["account_id"]) for r in rows if r["user_id"] == user]
+        times = sorted(mine, key=lambda event: event[0])
+        runs: list[list] = []
+        for when, account in times:
+            if runs and when - runs[-1][-1][0] <= gap:
+                runs[-1].append((when, account))
+            else:
+                runs.append([(when, account)])
+        for run_ in runs:
+            known = [(w, a) for w, a in run_ if a is not None]
+            account = min(known)[1] if known else None
+            out.append((user, account, run_[0][0], run_[-1][0], len(run_)))
+    return sorted(out, key=lambda s: (s[0], s[2]))
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["u", "v", "w"]),
+            st.integers(0, 6 * 60),  # minutes after 08:00, over midnight too
+            st.sampled_from([None, "a", "b", "c"]),
+        ),
+        min_size=1,
+        max_size=40,
+    ),
+    st.sampled_from([5, 30, 45]),
+)
+def test_sessions_match_a_plain_walk_of_each_users_events(events, gap_minutes):
+    rows = [
+        {
+            "user_id": user,
+            "event_time": datetime(2026, 3, 2, 20, tzinfo=UTC) + timedelta(minutes=minute),
+            "account_id": account,
+        }
+        for user, minute, account in events
+    ]
+    got = run(rows, SessionConfig(inactivity_gap_minutes=gap_minutes))
+    want = reference_sessions(rows, timedelta(minutes=gap_minutes))
+    assert (
+        got.select(
+            "canonical_user_id", "account_id", "session_start", "session_end", "events"
+        ).rows()
+        == want
+    )
+    assert got["session_id"].n_unique() == got.height
+    assert (got["session_date"] == got["session_start"].dt.date()).all()
+
+
+def test_many_shuffled_events_match_the_plain_walk():
+    # thousands of sessions, in an order far from sorted
+    rng = random.Random(11)
+    start = datetime(2026, 3, 2, tzinfo=UTC)
+    rows = [
+        {
+            "user_id": f"u{rng.randrange(300)}",
+            "event_time": start + timedelta(minutes=rng.randrange(3 * 24 * 60)),
+            "account_id": rng.choice([None, "a", "b"]),
+        }
+        for _ in range(20_000)
+    ]
+    got = run(rows).select(
+        "canonical_user_id", "account_id", "session_start", "session_end", "events"
+    )
+    want = reference_sessions(rows, timedelta(minutes=30))
+    assert got.height > 5_000 and got.rows() == want

@@ -48,6 +48,8 @@ def sessionize(
     its start in the range and the range to end the day before it does: an update's affected
     dates reach back to its start (`activity.changes_from`) and its range on to its end
     (`activity.recompute_range`).
+
+    The sessions are computed when this is called; the LazyFrame returned reads them.
     """
     ev = attributed.filter(
         pl.col("canonical_user_id").is_not_null() & pl.col("type").is_in(cfg.activity_types)
@@ -55,35 +57,57 @@ def sessionize(
     if dates is not None:
         day = timedelta(days=1)
         ev = ev.filter(pl.col("event_date").is_between(dates[0] - day, dates[1] + day))
+    # Sorted on integer codes (positions among the distinct ids), not on the ids' text, and in
+    # two eager one-key sorts, by time then stably by user: 10M events, 6.3-8.7 -> 2.6-2.8 s
+    # (one two-key sort of the codes 1.9 s, the same two sorts in a lazy query about 3 s).
+    # Accounts' codes follow their ids' order, so the least code is the least id.
+    ev = ev.select("canonical_user_id", "account_id", "event_time").collect()
+    user_ids, account_ids = (
+        frame.to_series()
+        for frame in pl.collect_all(
+            [
+                ev.lazy().select(pl.col("canonical_user_id").unique()),
+                ev.lazy().select(pl.col("account_id").drop_nulls().unique().sort()),
+            ]
+        )
+    )
+    user, at, account = pl.col("_user"), pl.col("event_time"), pl.col("_account")
     gap = timedelta(minutes=cfg.inactivity_gap_minutes)
+    coded = ev.select(
+        _user=pl.col("canonical_user_id").cast(pl.Enum(user_ids)).to_physical(),
+        _account=pl.col("account_id").cast(pl.Enum(account_ids)).to_physical(),
+        event_time="event_time",
+    )
+    marked = (
+        coded.sort("event_time")
+        .sort("_user", maintain_order=True)
+        .with_columns(_start=((user != user.shift()) | (at.diff() > gap)).fill_null(True))
+        .with_columns(_session=pl.col("_start").cum_sum())
+    )
+    starts = marked.filter("_start")
+    ends = marked.filter(pl.col("_start").shift(-1, fill_value=True))
+    rows = marked["_start"].arg_true()
+    sizes = pl.concat([rows, pl.Series([marked.height], dtype=rows.dtype)]).diff().drop_nulls()
+    # The session's account: its first known one; of simultaneous events, the least id.
+    session = pl.col("_session")
+    first = pl.when((session != session.shift()).fill_null(True)).then(at).forward_fill()
+    account_of = (
+        marked.filter(account.is_not_null())
+        .filter(at == first)
+        .group_by(session)
+        .agg(account.min())
+    )
     sessions = (
-        ev.select("canonical_user_id", "account_id", "event_time")
-        # a hash key first makes the sort several times faster than on strings alone; the
-        # user id after it keeps two users that collide on the hash apart; the account last
-        # settles which account a session starting with simultaneous events counts for
-        .sort(
-            pl.col("canonical_user_id").hash(seed=_ID_SEED),
-            "canonical_user_id",
-            "event_time",
-            "account_id",
-            nulls_last=True,
+        starts.select(
+            "_session",
+            canonical_user_id=user_ids.gather(starts["_user"]),
+            session_start=at,
+            session_end=ends["event_time"],
+            events=sizes.cast(pl.Int64),
         )
-        .with_columns(
-            _session_no=(
-                (pl.col("canonical_user_id") != pl.col("canonical_user_id").shift())
-                | (pl.col("event_time").diff() > gap)
-            )
-            .fill_null(True)
-            .cum_sum()
-        )
-        .group_by("_session_no")
-        .agg(
-            pl.col("canonical_user_id").first(),
-            account_id=pl.col("account_id").drop_nulls().first(),
-            session_start=pl.col("event_time").first(),
-            session_end=pl.col("event_time").last(),
-            events=pl.len().cast(pl.Int64),
-        )
+        .join(account_of, on="_session", how="left")
+        .lazy()
+        .with_columns(account_id=pl.lit(account_ids).gather(account))
         .with_columns(
             session_id=pl.concat_str(
                 "canonical_user_id",
