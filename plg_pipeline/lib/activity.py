@@ -904,12 +904,18 @@ def _with_flags_refreshed(
     rebuilt ones: those user_daily rows are re-flagged (only then read)."""
     keys = ["canonical_user_id", "account_id"]
     day, activated = pl.col("date"), pl.col("activated")
-    flags = stored.group_by(keys).agg(
-        pl.col("is_admin").first(),
-        first=day.min(),
-        last=day.max(),
-        first_activated=day.filter(activated).min(),
-        last_inactive=day.filter(~activated).max(),
+    # the activated and inactive days as columns first: a filter inside the aggregation runs
+    # group by group (60 days of user_daily at 10M: 0.13 -> 0.08 s)
+    flags = (
+        stored.with_columns(_on=pl.when(activated).then(day), _off=pl.when(~activated).then(day))
+        .group_by(keys)
+        .agg(
+            pl.col("is_admin").first(),
+            first=day.min(),
+            last=day.max(),
+            first_activated=pl.col("_on").min(),
+            last_inactive=pl.col("_off").max(),
+        )
     )
     now = _admins(account_memberships, cfg).rename({"is_admin": "now"})
     since = pl.col("activation_date")
