@@ -331,8 +331,13 @@ def _rolling_marks(
     With `since` (each account's first date, over account_id) the marks before it are added
     to it, so that a running sum starting there needs no earlier dates.
     """
+    # each user's next active day in the account: the next row's, once sorted, if it is theirs
+    # (a window over the pair grouped again what the sort had just put together: 10M events,
+    # 613k user-days, 0.21 -> 0.14 s)
+    following = [pl.col(c).shift(-1) for c in ("account_id", "canonical_user_id", "date")]
+    theirs = (pl.col("account_id") == following[0]) & (pl.col("canonical_user_id") == following[1])
     presence = presence.sort("account_id", "canonical_user_id", "date").with_columns(
-        _next=pl.col("date").shift(-1).over("account_id", "canonical_user_id")
+        _next=pl.when(theirs).then(following[2])
     )
     opens = presence.select("account_id", "date", **{col: pl.lit(1) for col in windows})
     closes = [
