@@ -93,43 +93,51 @@ class IdentityState:
         }
 
 
-def _new_links(events: pl.LazyFrame) -> pl.LazyFrame:
-    """(id, user_id) pairs the events assert are the same person, with when they were seen."""
-    both = events.filter(
+def _id_rows(events: pl.LazyFrame) -> pl.LazyFrame:
+    """The events' distinct (user_id, anonymous_id, previous_id, is alias) with when each was
+    first and last seen: the links and ids are read from these few rows, not from every event
+    (10M events, 57k rows: a full build's update_identity 2.85 -> 1.33 s)."""
+    return events.group_by(
+        "user_id", "anonymous_id", "previous_id", _alias=pl.col("type") == "alias"
+    ).agg(first_seen=pl.col("event_time").min(), last_seen=pl.col("event_time").max())
+
+
+def _new_links(id_rows: pl.LazyFrame) -> pl.LazyFrame:
+    """(id, user_id) pairs the events (their `_id_rows`) assert are the same person, with when
+    they were seen."""
+    both = id_rows.filter(
         pl.col("user_id").is_not_null()
         & pl.col("anonymous_id").is_not_null()
         & (pl.col("user_id") != pl.col("anonymous_id"))
-    ).select(pl.col("anonymous_id").alias("id"), "user_id", "event_time")
-    alias = events.filter(
-        (pl.col("type") == "alias")
+    ).select(pl.col("anonymous_id").alias("id"), "user_id", "first_seen", "last_seen")
+    alias = id_rows.filter(
+        pl.col("_alias")
         & pl.col("previous_id").is_not_null()
         & pl.col("user_id").is_not_null()
         & (pl.col("previous_id") != pl.col("user_id"))
-    ).select(pl.col("previous_id").alias("id"), "user_id", "event_time")
+    ).select(pl.col("previous_id").alias("id"), "user_id", "first_seen", "last_seen")
     return (
         pl.concat([both, alias])
         .group_by("id", "user_id")
-        .agg(first_seen=pl.col("event_time").min(), last_seen=pl.col("event_time").max())
+        .agg(pl.col("first_seen").min(), pl.col("last_seen").max())
     )
 
 
-def _observed_ids(events: pl.LazyFrame) -> pl.LazyFrame:
-    """Every id in the events, whether it was ever a userId, and when it was first/last seen."""
+def _observed_ids(id_rows: pl.LazyFrame) -> pl.LazyFrame:
+    """Every id in the events (their `_id_rows`), whether it was ever a userId, and when it was
+    first/last seen."""
     parts = [
-        events.select(
-            pl.col(col).alias("id"), pl.lit(col == "user_id").alias("is_user"), "event_time"
+        id_rows.select(
+            pl.col(col).alias("id"), pl.lit(col == "user_id").alias("is_user"), "first_seen",
+            "last_seen",
         )
         for col in ("user_id", "anonymous_id", "previous_id")
-    ]
+    ]  # fmt: skip
     return (
         pl.concat(parts)
         .filter(pl.col("id").is_not_null())
         .group_by("id")
-        .agg(
-            is_user=pl.col("is_user").any(),
-            first_seen=pl.col("event_time").min(),
-            last_seen=pl.col("event_time").max(),
-        )
+        .agg(pl.col("is_user").any(), pl.col("first_seen").min(), pl.col("last_seen").max())
     )
 
 
@@ -273,7 +281,8 @@ def update_identity(
     tables), not a pass over all past events. A full build is `update_identity(None, all)`.
     """
     state = state or IdentityState.empty()
-    fresh_links, observed = pl.collect_all([_new_links(new_events), _observed_ids(new_events)])
+    id_rows = _id_rows(new_events).collect().lazy()
+    fresh_links, observed = pl.collect_all([_new_links(id_rows), _observed_ids(id_rows)])
     links = _merge_seen(state.links, fresh_links, ["id", "user_id"])
     added_links = fresh_links.join(state.links, on=["id", "user_id"], how="anti")
 
@@ -349,18 +358,31 @@ FACT_KEYS = {"accounts": ["id", "account_id"], "group_roles": ["id", "account_id
 
 
 def _fact_rows(events: pl.LazyFrame) -> dict[str, pl.LazyFrame]:
-    """Each event's contribution to each fact table, in the table's columns."""
+    """The events' contributions to each fact table, in the table's columns.
+
+    Accounts and dates come from the events' distinct ids and accounts with when each pair was
+    first and last seen, not from every event (10M events: the facts 2.6 -> 1.9 s).
+    """
     ev = events.with_columns(id=identity_key()).filter(pl.col("id").is_not_null())
     roles = ev.filter(pl.col("role").is_not_null())
-    row = ("event_time", "event_id")
+    row, dates = ("event_time", "event_id"), ("first_date", "last_date")
+    seen = (
+        events.group_by(
+            "user_id", "anonymous_id", "account_id", via_group=pl.col("type") == "group"
+        )
+        .agg(
+            valid_from=pl.col("event_time").min(),
+            last_seen=pl.col("event_time").max(),
+            first_date=pl.col("event_date").min(),
+            last_date=pl.col("event_date").max(),
+        )
+        .collect()
+        .lazy()
+    )
     return {
-        "accounts": ev.filter(pl.col("account_id").is_not_null()).select(
-            "id",
-            "account_id",
-            valid_from="event_time",
-            last_seen="event_time",
-            via_group=pl.col("type") == "group",
-        ),
+        "accounts": seen.with_columns(id=identity_key())
+        .filter(pl.col("id").is_not_null() & pl.col("account_id").is_not_null())
+        .select("id", "account_id", "valid_from", "last_seen", "via_group"),
         "group_roles": roles.filter(pl.col("type") == "group").select(
             "id", "account_id", *row, "role"
         ),
@@ -370,10 +392,7 @@ def _fact_rows(events: pl.LazyFrame) -> dict[str, pl.LazyFrame]:
         ),
         # under either id an event names: a relabelled id's dates are what an update rebuilds
         "dates": pl.concat(
-            [
-                events.select(id=pl.col(c), first_date="event_date", last_date="event_date")
-                for c in ("user_id", "anonymous_id")
-            ]
+            [seen.select(pl.col(c).alias("id"), *dates) for c in ("user_id", "anonymous_id")]
         ).filter(pl.col("id").is_not_null()),
     }
 
