@@ -175,7 +175,7 @@ def reference_sessions(rows: list[dict], gap: timedelta) -> list[tuple]:
     st.lists(
         st.tuples(
             st.sampled_from(["u", "v", "w"]),
-            st.integers(0, 6 * 60),  # minutes after 08:00, over midnight too
+            st.integers(0, 6 * 60),  # minutes after 20:00, over midnight too
             st.sampled_from([None, "a", "b", "c"]),
         ),
         min_size=1,

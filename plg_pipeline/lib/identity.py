@@ -93,6 +93,9 @@ class IdentityState:
         }
 
 
+_SEEN = ("first_seen", "last_seen")
+
+
 def _id_rows(events: pl.LazyFrame) -> pl.LazyFrame:
     """The events' distinct (user_id, anonymous_id, previous_id, is alias) with when each was
     first and last seen: the links and ids are read from these few rows, not from every event
@@ -109,13 +112,13 @@ def _new_links(id_rows: pl.LazyFrame) -> pl.LazyFrame:
         pl.col("user_id").is_not_null()
         & pl.col("anonymous_id").is_not_null()
         & (pl.col("user_id") != pl.col("anonymous_id"))
-    ).select(pl.col("anonymous_id").alias("id"), "user_id", "first_seen", "last_seen")
+    ).select(pl.col("anonymous_id").alias("id"), "user_id", *_SEEN)
     alias = id_rows.filter(
         pl.col("_alias")
         & pl.col("previous_id").is_not_null()
         & pl.col("user_id").is_not_null()
         & (pl.col("previous_id") != pl.col("user_id"))
-    ).select(pl.col("previous_id").alias("id"), "user_id", "first_seen", "last_seen")
+    ).select(pl.col("previous_id").alias("id"), "user_id", *_SEEN)
     return (
         pl.concat([both, alias])
         .group_by("id", "user_id")
@@ -127,12 +130,9 @@ def _observed_ids(id_rows: pl.LazyFrame) -> pl.LazyFrame:
     """Every id in the events (their `_id_rows`), whether it was ever a userId, and when it was
     first/last seen."""
     parts = [
-        id_rows.select(
-            pl.col(col).alias("id"), pl.lit(col == "user_id").alias("is_user"), "first_seen",
-            "last_seen",
-        )
+        id_rows.select(pl.col(col).alias("id"), pl.lit(col == "user_id").alias("is_user"), *_SEEN)
         for col in ("user_id", "anonymous_id", "previous_id")
-    ]  # fmt: skip
+    ]
     return (
         pl.concat(parts)
         .filter(pl.col("id").is_not_null())
@@ -146,8 +146,8 @@ def _merge_seen(old: pl.DataFrame, new: pl.DataFrame, keys: list[str]) -> pl.Dat
     return (
         pl.concat(
             [
-                old.select(*keys, "first_seen", "last_seen"),
-                new.select(*keys, "first_seen", "last_seen"),
+                old.select(*keys, *_SEEN),
+                new.select(*keys, *_SEEN),
             ]
         )
         .group_by(keys)
