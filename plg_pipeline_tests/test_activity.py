@@ -667,6 +667,70 @@ def test_a_late_earlier_activation_moves_it_past_the_rebuilt_dates():
         assert_tables_equal(updated, full_tables(base + late))
 
 
+def test_a_moved_activation_rewrites_only_the_days_it_flips():
+    """u60 is active on days 3 to 50 and first created a project on day 50; a late one on day
+    40 activates their days 40 to 49, inside the rebuilt dates (39 on): user_daily's update
+    starts there, not at u60's first day, and still equals a full build."""
+    active = [track("u60", "Feature Used", day(n, 10), "acc1", feature="sso") for n in range(3, 51)]
+    base = [*random_rows(11), *active, track("u60", "Project Created", day(50, 11), "acc1")]
+    late = [track("u60", "Project Created", day(40, 11), "acc1")]
+    existing, attributed, members, dates, arrived = with_late(base, late)
+    stored = ActivityTables(*(frame.lazy() for frame in existing))
+    theirs = attributed.join(arrived.select("event_id").lazy(), on="event_id", how="semi")
+    rebuilt = activity_tables(
+        attributed, members, billing([]), CAT, PLANS, CFG, stored=stored, dates=dates,
+        arrived=theirs,
+    )  # fmt: skip
+    assert rebuilt.user_daily.span[0] == dates[0] == day(39).date()
+    applied = ActivityTables(
+        *(rows.apply(frame) for rows, frame in zip(rebuilt, existing, strict=True))
+    )
+    assert_tables_equal(applied, full_tables(base + late))
+    flags = applied.user_daily.filter(pl.col("canonical_user_id") == "u60")
+    assert flags.filter(pl.col("activated"))["date"].min() == day(40).date()
+
+
+@pytest.mark.parametrize("moved_to", [45, None, 5, 9], ids=["later", "gone", "earlier", "a-day"])
+@pytest.mark.parametrize("late_day", [51, 4], ids=["after", "before"])
+def test_an_activation_moved_by_other_data_reflags_the_days_between(moved_to, late_day):
+    """u60 is active on days 3 to 50, activated on day 10, and the update's one event is on day
+    51 (rebuilt: 50 to 51) or 4 (3 to 31). Given activations that moved it (as an identity split would), user_daily flips the
+    days between the old and the new activation, far from the rebuilt dates, and only they
+    need to. (account_daily's activation counts are recounted from the affected dates, which
+    for a real move include the moved event's: `affected_dates` lists relabelled ids' dates.)
+    """
+    active = [track("u60", "Feature Used", day(n, 10), "acc1", feature="sso") for n in range(3, 51)]
+    base = [
+        *random_rows(11, days=50),
+        *active,
+        track("u60", "Project Created", day(10, 11), "acc1"),
+    ]
+    late = [track("u1", "Feature Used", day(late_day, 9), "acc1", feature="sso")]
+    existing, attributed, members, dates, arrived = with_late(base, late)
+    found = first_activations(attributed, CAT).collect()
+    assert found.filter(pl.col("canonical_user_id") == "u60")["activation_date"].item() == (
+        day(10).date()
+    )
+    moved = found.with_columns(
+        activation_date=pl.when(pl.col("canonical_user_id") == "u60")
+        .then(pl.lit(day(moved_to).date() if moved_to is not None else None, pl.Date))
+        .otherwise("activation_date")
+    ).lazy()
+    updated = update(
+        existing, attributed, members, billing([]), CAT, PLANS, CFG, moved, dates=dates,
+        arrived=arrived,
+    )  # fmt: skip
+    built = activity_tables(attributed, members, billing([]), CAT, PLANS, CFG, activations=moved)
+    full = ActivityTables(*(rows.frame for rows in built))
+    assert_tables_equal(
+        updated._replace(account_daily=full.account_daily), full
+    )  # user_daily and sessions
+    flags = updated.user_daily.filter(pl.col("canonical_user_id") == "u60")
+    assert flags.filter(pl.col("activated"))["date"].min() == (
+        day(moved_to).date() if moved_to is not None else None
+    )
+
+
 def test_seat_utilisation_divides_by_a_repeated_divisor_exactly():
     """A divisor column of one repeated value (here a literal; a join can leave one behind)
     still gives wau / seats as Python divides, not wau * (1 / seats)."""
