@@ -731,6 +731,24 @@ def test_an_activation_moved_by_other_data_reflags_the_days_between(moved_to, la
     )
 
 
+@pytest.mark.parametrize("with_arrived", [True, False], ids=["touched", "every-user"])
+def test_dates_without_events_before_the_new_ones_get_their_rows(with_arrived):
+    """The stored dates end on day 50 and the next events are on day 55: days 51 to 54 have no
+    event at all, yet a full build gives every account a row on them (its rolling windows are
+    still open), and so must the update."""
+    base = random_rows(12, days=50)
+    late = [track("u1", "Feature Used", day(55, 9), "acc1", feature="sso")]
+    existing, attributed, members, dates, arrived = with_late(base, late)
+    assert existing.account_daily["date"].max() == day(49).date() and dates[0] == day(54).date()
+    updated = update(
+        existing, attributed, members, billing([]), CAT, PLANS, CFG, dates=dates,
+        arrived=arrived if with_arrived else None,
+    )  # fmt: skip
+    assert_tables_equal(updated, full_tables(base + late))
+    gap = updated.account_daily.filter(pl.col("date").is_between(day(50).date(), day(54).date()))
+    assert gap.height == 5 * 3 and gap["events"].sum() == 0 and gap["mau"].min() > 0
+
+
 def test_seat_utilisation_divides_by_a_repeated_divisor_exactly():
     """A divisor column of one repeated value (here a literal; a join can leave one behind)
     still gives wau / seats as Python divides, not wau * (1 / seats)."""

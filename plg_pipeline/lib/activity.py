@@ -689,7 +689,7 @@ def recompute_range(
     and user_daily can be spliced over the same range; given the stored `sessions`, a range
     that ends before the last date reaches on to the day before a session starting in it ends
     (its events are read up to a day past the range), so that a session longer than a day is
-    rebuilt whole. Of the stored account_daily (`existing`) only the date column and the last
+    rebuilt whole; one that starts after the day following the stored last date starts there. Of the stored account_daily (`existing`) only the date column and the last
     date's accounts are read: every account has a row on the last date. Member counts may
     change after the range too: activity_tables recounts those stored rows.
     """
@@ -738,7 +738,10 @@ def recompute_range(
         if runs_to is None or runs_to <= end + timedelta(days=1):
             break
         end = min(runs_to - timedelta(days=1), last)
-    return dates[0], end
+    # dates without any event between the stored last date and the new ones: a full build has
+    # every account's rows on them too (no activity, rolling windows still open)
+    first = dates[0] if old_last is None else min(dates[0], old_last + timedelta(days=1))
+    return first, end
 
 
 def billing_changed_from(before: pl.DataFrame, now: pl.DataFrame) -> date | None:
