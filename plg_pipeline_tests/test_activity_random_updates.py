@@ -276,11 +276,11 @@ def _in_a_long_session(rng, world):
 
 
 def _new_dates(rng, world):
-    """Activity after the stored last date."""
-    out = []
+    """Activity after the stored last date, now and then after days without any event."""
+    out, first = [], world.last + rng.choice([1, 1, 3])
     for _ in range(rng.randint(1, 6)):
         u = _user(rng, world)
-        n = world.last + rng.randint(1, 2)
+        n = first + rng.randint(0, 1)
         out.append(_activity(rng, {"user_id": u}, _when(rng, n), rng.choice([world.home[u], None])))
     return out, []
 
