@@ -689,9 +689,10 @@ def recompute_range(
     and user_daily can be spliced over the same range; given the stored `sessions`, a range
     that ends before the last date reaches on to the day before a session starting in it ends
     (its events are read up to a day past the range), so that a session longer than a day is
-    rebuilt whole; one that starts after the day following the stored last date starts there. Of the stored account_daily (`existing`) only the date column and the last
-    date's accounts are read: every account has a row on the last date. Member counts may
-    change after the range too: activity_tables recounts those stored rows.
+    rebuilt whole. A range never starts after the day following the stored last date. Of the
+    stored account_daily (`existing`) only the date column and the last date's accounts are
+    read: every account has a row on the last date. Member counts may change after the range
+    too: activity_tables recounts those stored rows.
     """
     dates = sorted(dates)
     if not dates:
