@@ -394,6 +394,26 @@ def _suspect_text(field_col: str, key: str) -> pl.Expr:
     return (value.str.contains(NOT_A_STRING) & ~verbatim).fill_null(False)
 
 
+def _object_lines(
+    numbered: pl.DataFrame, simple: pl.Series, problems: list[tuple[int, str, str]]
+) -> pl.DataFrame:
+    """The lines that may hold one JSON object (padding allowed), in order; blank lines and
+    lines that cannot be one object go to `problems`, the latter straight to the classifier,
+    which saves failed batches."""
+    raw = pl.col("raw")
+    rest = numbered.filter(~simple & raw.is_not_null()).with_columns(stripped=raw.str.strip_chars())
+    problems += [(n, "blank_line", r) for n, r, s in rest.iter_rows() if not s]
+    padded = pl.col("stripped").str.starts_with("{") & pl.col("stripped").str.ends_with("}")
+    malformed = rest.filter((pl.col("stripped") != "") & ~padded)
+    problems += [
+        (n, _classify_line(r)[0] or "invalid_json", r) for n, r, _ in malformed.iter_rows()
+    ]
+    candidates = numbered.filter(simple)
+    if rest.filter(padded).height:
+        candidates = pl.concat([candidates, rest.filter(padded).drop("stripped")]).sort("line")
+    return candidates
+
+
 def _read_json_file(path: Path, rel: str) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(parsed rows in PARSED_COLUMNS, rejected rows) of a JSON-lines file."""
     problems: list[tuple[int, str, str]] = []
@@ -406,24 +426,14 @@ def _read_json_file(path: Path, rel: str) -> tuple[pl.DataFrame, pl.DataFrame]:
         (lines, problems), data = _read_lines_slowly(path), None
     if lines.len() == 0 and not problems:
         return _empty_parsed(), _problem_rows(rel, [(0, "empty_file", "")])
-    raw = pl.col("raw")
     numbered = pl.DataFrame({"line": pl.int_range(1, lines.len() + 1, eager=True), "raw": lines})
-    # Cheap shape test first; the few lines failing it get the exact (copying) one.
-    simple = raw.str.starts_with("{") & raw.str.ends_with("}")
-    rest = numbered.filter(~simple & raw.is_not_null()).with_columns(stripped=raw.str.strip_chars())
-    problems += [(n, "blank_line", r) for n, r, s in rest.iter_rows() if not s]
-    padded = pl.col("stripped").str.starts_with("{") & pl.col("stripped").str.ends_with("}")
-    # Lines that cannot be one JSON object go straight to the classifier, saving failed batches.
-    malformed = rest.filter((pl.col("stripped") != "") & ~padded)
-    problems += [
-        (n, _classify_line(r)[0] or "invalid_json", r) for n, r, _ in malformed.iter_rows()
-    ]
-    candidates = numbered.filter(simple)
-    if rest.filter(padded).height:
-        candidates = pl.concat([candidates, rest.filter(padded).drop("stripped")]).sort("line")
-    decoded, positions, reasons = _decode_lines(
-        data if rest.height == 0 else None, candidates["raw"]
-    )
+    # Cheap shape test first; the few lines failing it get the exact (copying) one. Files whose
+    # every line passes skip the row filters (about 35 ms for a 236k-line file).
+    simple = (lines.str.starts_with("{") & lines.str.ends_with("}")).fill_null(False)
+    candidates, whole = numbered, data
+    if not simple.all():
+        candidates, whole = _object_lines(numbered, simple, problems), None
+    decoded, positions, reasons = _decode_lines(whole, candidates["raw"])
     problems += [(candidates["line"][i], r, candidates["raw"][i]) for i, r in reasons.items()]
     if positions.len() < candidates.height:  # positions ascend: equal length is every row
         candidates = candidates[positions]
