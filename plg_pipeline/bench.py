@@ -118,9 +118,7 @@ def stage_ingest(raw: Path, out: Path, days: list[date] | None = None) -> dict:
 
 def _attributed(events: pl.LazyFrame, identity_map, members, consent) -> pl.LazyFrame:
     """Events with user and account, minus users without analytics consent (as activity_tables)."""
-    return identity.attribute_events(events, identity_map, members).join(
-        _opted_out(consent), on="canonical_user_id", how="anti"
-    )
+    return identity.attribute_events(events, identity_map, members, _opted_out(consent))
 
 
 def _opted_out(consent: pl.LazyFrame) -> pl.LazyFrame:

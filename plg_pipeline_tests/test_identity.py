@@ -323,6 +323,46 @@ def test_memberships_attribution_and_consent():
     assert consent.rows() == [("u1", False, t + timedelta(days=1))]
 
 
+@pytest.mark.parametrize("seed", [1, 2, 3, 4])
+def test_excluded_users_lose_exactly_their_events(seed):
+    """Excluding users inside the attribution (no consent) gives the attributed events minus
+    theirs, whichever rule attributed them: explicit, latest or earlier membership, none."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(300):
+        who = rng.choice(
+            [
+                {"user_id": f"u{rng.randrange(8)}"},
+                {"anonymous_id": f"a{rng.randrange(12)}"},
+                {"user_id": f"u{rng.randrange(8)}", "anonymous_id": f"a{rng.randrange(12)}"},
+            ]
+        )
+        kind = rng.choice(["track", "track", "identify", "group"])
+        account = rng.random() < 0.2 and kind == "track"
+        rows.append(
+            {
+                **who,
+                "type": kind,
+                "event_name": "Feature Used" if kind == "track" else None,
+                "event_time": T0 + timedelta(days=rng.randrange(10), minutes=rng.randrange(1440)),
+                "group_id": f"acc{rng.randrange(4)}" if kind == "group" else None,
+                "context_group_id": f"acc{rng.randrange(4)}" if account else None,
+                "account_id": f"acc{rng.randrange(4)}" if account else None,
+            }
+        )
+    events = make_events(rows)
+    state, _ = update_identity(None, events, CFG)
+    members = memberships(events, state.identity_map).collect()
+    users = state.identity_map["canonical_user_id"].unique().sort().to_list()
+    excluded = pl.DataFrame({"canonical_user_id": rng.sample(users, len(users) // 2)})
+    every = attribute_events(events, state.identity_map, members).collect()
+    assert every["account_source"].n_unique() == 3  # explicit, membership and unattributed
+    expected = every.join(excluded, on="canonical_user_id", how="anti").sort("event_id")
+    got = attribute_events(events, state.identity_map, members, excluded).collect()
+    assert 0 < got.height < every.height
+    assert_frame_equal(got.sort("event_id"), expected)
+
+
 @pytest.mark.parametrize("bad", [0, -1, "x"])
 def test_bad_config_rejected(bad):
     with pytest.raises(ValueError):

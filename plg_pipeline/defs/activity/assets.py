@@ -80,9 +80,7 @@ def activity_tables(
 
     def consenting(frame: pl.LazyFrame) -> pl.LazyFrame:
         """`frame`'s events attributed, without users who withheld analytics consent."""
-        return identity.attribute_events(frame, ids, members).join(
-            opted_out.lazy(), on="canonical_user_id", how="anti"
-        )
+        return identity.attribute_events(frame, ids, members, opted_out)
 
     state = ActivityState.read(settings.lake / STATE_DIR)
     now = ActivityState(
