@@ -207,6 +207,9 @@ def test_user_daily_flags():
         ("u1", date(2026, 3, 5), 1, 1, 1, True, True, False, 0),
         ("u2", date(2026, 3, 3), 2, 0, 0, False, False, True, 1),  # a paywall view is no use
     ]
+    # a day without a usage report has no API calls; without a reading, no level
+    readings = out.select("api_calls", "max_limit_utilisation", "storage_gb", "limit_hits").rows()
+    assert readings == [(120.0, 1.0, None, 1), (0.0, None, None, 0), (0.0, None, None, 0)]
 
 
 def random_rows(seed: int, n: int = 300, days: int = 60) -> list[dict]:

@@ -103,14 +103,28 @@ def _totals(sums: list[str]) -> list[pl.Expr]:
     ]
 
 
+_FLAGGED_ROLES = (*_COUNTED_ROLES.values(), "signup", "usage_reported")
+"""The roles some flag or reading of `_flags` needs: every other event (2 in 3 at 10M: features
+used, pages) only counts as an event."""
+
+
 def _aggregate(ev: pl.LazyFrame, keys: list[str], cfg: ActivityConfig) -> pl.LazyFrame:
-    """Events, counts and readings per `keys` (storage is a level: the day's highest reading)."""
+    """Events, counts and readings per `keys` (storage is a level: the day's highest reading).
+
+    The flags are taken and summed over the events of `_FLAGGED_ROLES` only, joined to the
+    event counts of all (10M events, the per-user figures: 2.28 -> 1.74 s).
+    """
     flags = _flags(cfg)
     sums = [c for c in flags if c not in _READINGS]
-    return (
-        ev.with_columns(**flags)
+    counts = ev.group_by(keys).agg(pl.len().cast(pl.Int64).alias("events"))
+    flagged = (
+        ev.filter(pl.col("_role").is_in(_FLAGGED_ROLES))
+        .with_columns(**flags)
         .group_by(keys)
-        .agg(pl.len().cast(pl.Int64).alias("events"), *_totals(sums))
+        .agg(*_totals(sums))
+    )
+    return counts.join(flagged, on=keys, how="left").with_columns(
+        pl.col(sums).fill_null(0), pl.col("api_calls").fill_null(0.0)
     )
 
 
