@@ -11,9 +11,11 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from plg_pipeline.lib.activity import (
+    _FLAGGED_ROLES,
     ACTIVATION_COLUMNS,
     ActivityConfig,
     ActivityTables,
+    _flags,
     _quotient,
     account_daily,
     activation_candidates,
@@ -27,7 +29,7 @@ from plg_pipeline.lib.activity import (
     recompute_range,
     user_daily,
 )
-from plg_pipeline.lib.catalog import load_catalog
+from plg_pipeline.lib.catalog import Role, load_catalog
 from plg_pipeline.lib.configfile import ConfigError
 from plg_pipeline.lib.identity import (
     IdentityFacts,
@@ -35,7 +37,7 @@ from plg_pipeline.lib.identity import (
     memberships,
     update_identity,
 )
-from plg_pipeline.lib.plans import load_plans
+from plg_pipeline.lib.plans import LIMIT_NAMES, load_plans
 from plg_pipeline.lib.schemas import BILLING_SCHEMA
 from plg_pipeline.lib.sessions import sessionize
 from plg_pipeline_tests.test_identity import make_events
@@ -772,3 +774,24 @@ def test_api_calls_sum_to_the_same_figure_in_any_row_order():
         tables = full_tables([joined, *rows])
         assert tables.user_daily["api_calls"].to_list() == [0.6]
         assert tables.account_daily["api_calls"].to_list() == [0.6]
+
+
+def test_events_of_other_roles_raise_no_flag():
+    """The per-user figures sum flags over the events of `_FLAGGED_ROLES` only: an event of any
+    other role, whatever its other columns, must leave every flag false and every reading
+    empty, or a flag added for a new role would count nothing."""
+    others = [r for r in Role.__args__ if r not in _FLAGGED_ROLES] + [None]
+    rows = [
+        {"_role": role, "limit_name": name, "role": "admin", "allowed": 10.0, "used": 20.0,
+         "quantity": 3.0}
+        for role in others
+        for name in [*LIMIT_NAMES, "api_calls", "storage_gb", None]
+    ]  # fmt: skip
+    frame = pl.DataFrame(rows, schema_overrides={"_role": pl.Enum(Role.__args__)})
+    flags = frame.select(**_flags(CFG))
+    assert len(others) > 1 and flags.height == len(rows)
+    for name, column in flags.to_dict().items():
+        if column.dtype == pl.Boolean:
+            assert not column.any(), name
+        else:
+            assert column.is_null().all(), name
