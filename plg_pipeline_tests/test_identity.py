@@ -323,6 +323,26 @@ def test_memberships_attribution_and_consent():
     assert consent.rows() == [("u1", False, t + timedelta(days=1))]
 
 
+def test_memberships_starting_together_attribute_to_the_smallest_account():
+    """Two links that start at the same instant: later events without an account count for
+    the smallest account id, whichever link arrived first."""
+    t = T0
+    links = [
+        {"type": "group", "user_id": "u1", "group_id": g, "event_time": t}
+        for g in ("acc9", "acc10", "acc3")
+    ]
+    later = {"user_id": "u1", "event_name": "Feature Used", "event_time": t + timedelta(hours=1)}
+    for order in (links, links[::-1]):
+        events = make_events([*order, later])
+        state, _ = update_identity(None, events, CFG)
+        members = memberships(events, state.identity_map).collect()
+        assert members["valid_from"].to_list() == [t, t, t]
+        attributed = attribute_events(events, state.identity_map, members).collect()
+        assert attributed.filter(pl.col("account_id").is_null()).is_empty()
+        unlinked = attributed.filter(pl.col("account_source") == "membership")
+        assert unlinked["account_id"].to_list() == ["acc10"]
+
+
 @pytest.mark.parametrize("seed", [1, 2, 3, 4])
 def test_excluded_users_lose_exactly_their_events(seed):
     """Excluding users inside the attribution (no consent) gives the attributed events minus

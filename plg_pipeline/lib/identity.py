@@ -526,11 +526,16 @@ def attribute_events(
     read and attributed: 3.6 -> 3.1 s against an anti join after attribution).
     """
     members = account_memberships.lazy()
-    latest_from = pl.col("valid_from").max()
+    # The latest membership's account, ties to the smallest id, as the last after a sort: a
+    # filter on the group's max ran group by group (10M, 34k memberships: 65 -> 8 ms, paid by
+    # every collect that attributes events).
+    latest_account = pl.col("account_id").sort_by(
+        "valid_from", "account_id", descending=[False, True]
+    )
     bounds = members.group_by("canonical_user_id").agg(
         _first_from=pl.col("valid_from").min(),
-        _last_from=latest_from,
-        _last_account=pl.col("account_id").filter(pl.col("valid_from") == latest_from).min(),
+        _last_from=pl.col("valid_from").max(),
+        _last_account=latest_account.last(),
     )
     lookup = identity_map.lazy().join(bounds, on="canonical_user_id", how="left")
     extra = ["_first_from", "_last_from", "_last_account"]
