@@ -148,6 +148,19 @@ def parse_utc(expr: pl.Expr, *, allow_naive: bool = False) -> pl.Expr:
     return pl.coalesce(strict, naive)
 
 
+SHA256_HEX = r"^[0-9a-f]{64}$"
+
+
+def matches(column: str, pattern: str) -> pl.Expr:
+    """Whether each value matches `pattern`, null where the value is (Pandera passes those).
+
+    For mostly-null columns instead of `str_matches`: `str.contains` costs as much on a null as
+    on a value (a 10M day, 235k rows of which 130 with an email hash: 27 ms; this 1 ms).
+    """
+    value = pl.col(column)
+    return pl.when(value.is_not_null()).then(value.str.find(pattern).is_not_null())
+
+
 class EventsValidated(pa.DataFrameModel):
     """events_validated / events: one row per accepted event."""
 
@@ -169,7 +182,7 @@ class EventsValidated(pa.DataFrameModel):
     properties: str = pa.Field(nullable=True)
     traits: str = pa.Field(nullable=True)
     context_ip: str = pa.Field(nullable=True, str_matches=r"^[0-9a-f.:]+/(24|48)$")
-    email_hash: str = pa.Field(nullable=True, str_matches=r"^[0-9a-f]{64}$")
+    email_hash: str = pa.Field(nullable=True)
     role: str = pa.Field(nullable=True)
     consent_analytics: pl.Boolean = pa.Field(nullable=True)
     plan: str = pa.Field(nullable=True)
@@ -181,7 +194,7 @@ class EventsValidated(pa.DataFrameModel):
     allowed: pl.Float64 = pa.Field(nullable=True)
     quantity: pl.Float64 = pa.Field(nullable=True)
     integration: str = pa.Field(nullable=True)
-    invitee_hash: str = pa.Field(nullable=True, str_matches=r"^[0-9a-f]{64}$")
+    invitee_hash: str = pa.Field(nullable=True)
     invited_by: str = pa.Field(nullable=True)
     trigger_id: str = pa.Field(nullable=True)
     page: str = pa.Field(nullable=True)
@@ -199,6 +212,10 @@ class EventsValidated(pa.DataFrameModel):
     @pa.dataframe_check
     def event_date_is_utc_date(cls, data) -> pl.LazyFrame:
         return data.lazyframe.select(pl.col("event_time").dt.date() == pl.col("event_date"))
+
+    @pa.check("email_hash", "invitee_hash")
+    def is_sha256_hex(cls, data) -> pl.LazyFrame:
+        return data.lazyframe.select(matches(data.key, SHA256_HEX))
 
 
 class Quarantine(pa.DataFrameModel):
@@ -235,7 +252,7 @@ class Accounts(pa.DataFrameModel):
     name: str = pa.Field(nullable=True)
     domain: str = pa.Field(nullable=True)
     segment: str = pa.Field(isin=list(ACCOUNT_SEGMENTS))
-    owner_hash: str = pa.Field(nullable=True, str_matches=r"^[0-9a-f]{64}$")
+    owner_hash: str = pa.Field(nullable=True, str_matches=SHA256_HEX)
     industry: str = pa.Field(nullable=True)
     created_at: TS
 
