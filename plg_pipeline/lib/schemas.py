@@ -154,8 +154,10 @@ SHA256_HEX = r"^[0-9a-f]{64}$"
 def matches(column: str, pattern: str) -> pl.Expr:
     """Whether each value matches `pattern`, null where the value is (Pandera passes those).
 
-    For mostly-null columns instead of `str_matches`: `str.contains` costs as much on a null as
-    on a value (a 10M day, 235k rows of which 130 with an email hash: 27 ms; this 1 ms).
+    For mostly-null columns instead of `str_matches`, whose `str.contains` runs the pattern on
+    null slots too: on a column read back from Parquet they cost as much as 64-character values
+    (a 10M day, 235k rows of which 130 hold an email hash: 24 ms, the same column rebuilt from
+    a list 1.4 ms); `str.find` under a null test skips them (1 ms).
     """
     value = pl.col(column)
     return pl.when(value.is_not_null()).then(value.str.find(pattern).is_not_null())
