@@ -24,6 +24,7 @@ from plg_pipeline.lib.ingest import (
     ingest_arrival_days,
     load_ingest_config,
 )
+from plg_pipeline.lib.pii import hmac_hex
 
 DAY = date(2026, 3, 10)
 KEY = "test-key"
@@ -390,7 +391,6 @@ def test_drop_seen_is_an_order_keeping_anti_join(day_ids, earlier_ids):
 
 
 def test_erased_people_are_removed_and_counted(tmp_path):
-    from plg_pipeline.lib.pii import hmac_hex
 
     write(
         tmp_path,
@@ -477,21 +477,53 @@ def test_parquet_with_a_wrongly_typed_column(tmp_path):
     assert reasons(result) == {1: "wrong_type:userId"}
 
 
-def test_several_days_at_once_equal_one_day_at_a_time_in_order(tmp_path):
-    days = [date(2026, 3, d) for d in (12, 9, 10, 11)]  # the caller's order, not the calendar's
-    for n, day in enumerate(days):
+@pytest.mark.parametrize("group_bytes", [1, 1 << 30])  # each day alone; all in one group
+def test_several_days_at_once_equal_one_day_at_a_time_in_order(tmp_path, group_bytes):
+    days = [date(2026, 3, d) for d in (12, 9, 10, 11, 13)]  # the caller's order, not the calendar's
+    for n, day in enumerate(days[:4]):
         rows = [line(event(f"{n}-{i}", timestamp=f"{day}T08:00:00Z")) for i in range(50 * n)]
-        write(tmp_path, "a.jsonl.gz", [*rows, "not json", line(event(f"{n}-0"))], day)
+        late = [
+            line(event(f"{n}-0")),  # a retry within the day
+            line(event("everyday", timestamp=f"{day}T09:00:00Z")),  # and one on every day
+            line(event(f"{n}-erased", timestamp=f"{day}T23:00:00Z", userId="gone")),
+            line(event(f"{n}-ahead", timestamp="2026-03-12T12:00:00Z")),
+        ]
+        write(tmp_path, "a.jsonl.gz", [*rows, "not json", *late], day)
     write(tmp_path, "b.jsonl", ['{"messageId":"m1"', line(event(1, userId="u9"))], days[1])
-    kwargs = {"catalog": load_catalog(), "hash_key": KEY, "config": IngestConfig()}
+    kwargs = {
+        "catalog": load_catalog(),
+        "hash_key": KEY,
+        "config": IngestConfig(),
+        "erased_id_hashes": frozenset(hmac_hex(pl.Series(["gone"]), KEY).to_list()),
+    }
     for workers in (1, 3):
-        got = list(ingest_arrival_days(tmp_path, iter(days), workers=workers, **kwargs))
+        got = list(
+            ingest_arrival_days(
+                tmp_path, iter(days), workers=workers, group_bytes=group_bytes, **kwargs
+            )
+        )
         assert [day for day, _ in got] == days
         for day, result in got:
             alone = ingest_arrival_day(tmp_path, day, **kwargs)
             assert result.events.equals(alone.events)
             assert result.quarantine.equals(alone.quarantine)
             assert result.stats == alone.stats
+            assert set(result.events["arrival_date"]) <= {day}
+            assert set(result.quarantine["arrival_date"]) <= {day}
+    by_day = dict(got)
+    # each day's bad line; the event stamped on the 12th is in the future for the 9th and 10th
+    # only (24 h of tolerance); the 9th's second file has a cut line; the 13th has no folder
+    assert [r.stats["quarantined"] for r in by_day.values()] == [1, 3, 2, 1, 0]
+    for day, end in ((days[1], "2026-03-11"), (days[2], "2026-03-12")):
+        future = by_day[day].quarantine.filter(pl.col("reason").str.starts_with("future"))
+        assert future["reason"].to_list() == [f"future_timestamp:after {end}T00:00:00+00:00"]
+    # a messageId sent again on a later day stays in both: `drop_seen` takes it from the later
+    assert all("meveryday" in r.events["event_id"].to_list() for r in list(by_day.values())[:4])
+    assert [r.stats["erased"] for r in by_day.values()] == [1, 1, 1, 1, 0]
+    assert [r.stats["duplicates_in_day"] for r in by_day.values()] == [0, 1, 1, 1, 0]
+    twice = list(ingest_arrival_days(tmp_path, days[:2] * 2, group_bytes=group_bytes, **kwargs))
+    assert [day for day, _ in twice] == days[:2] * 2
+    assert twice[0][1].events.equals(twice[2][1].events)
     assert list(ingest_arrival_days(tmp_path, [], **kwargs)) == []
     with pytest.raises(ValueError, match="workers"):
         list(ingest_arrival_days(tmp_path, days, workers=0, **kwargs))

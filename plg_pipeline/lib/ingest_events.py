@@ -3,7 +3,8 @@
 Speed comes from decompressing each file once (ISA-L, about 1.4x zlib) and Polars' native
 readers over those bytes: `read_lines` and one `read_ndjson` per file. Python only looks at lines
 Polars rejects (found by splitting the failing batch), at values that might not be JSON strings,
-and at JSON that may hold PII.
+and at JSON that may hold PII. Small consecutive days go through together: every pass, and
+Pandera's validation, has a fixed cost that a day of a few thousand lines would pay alone.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import io
 import json
 import zlib
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from plg_pipeline.lib.pii import JsonScrubber, hash_emails, hmac_hex, mask_email
 from plg_pipeline.lib.schemas import (
     EVENT_TYPES,
     EVENTS_SCHEMA,
+    UTC_TS,
     EventsValidated,
     Quarantine,
     parse_utc,
@@ -92,7 +94,11 @@ NOT_A_STRING = r"^(?:-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?|true|false)$|^[\[{]"
 JSON_SUFFIXES = (".jsonl", ".ndjson", ".json")
 SPLIT = 16
 GZIP_CHUNK = 1 << 20
-BATCH_BYTES = 2 << 20  # about 25k gzipped event lines
+BATCH_BYTES = 4 << 20  # about 50k gzipped event lines
+GROUP_BYTES = 16 << 20
+"""Consecutive days are ingested together until their files hold this many bytes (a day of 10M
+events holds 20 MB and goes alone): 1M events, 40 days of 16k lines, 3 interleaved runs,
+6.7-7.6 -> 4.3-4.7 s, with batches of 4 MB instead of 2."""
 READERS = 3  # batches of a day at once: a day of three 78k-line files 0.86 -> 0.81 s over 2
 _DEDUP_SEED = 7
 
@@ -515,6 +521,7 @@ def _read_parquet_file(path: Path, rel: str) -> tuple[pl.DataFrame, pl.DataFrame
 def _empty_parsed() -> pl.DataFrame:
     schema = dict.fromkeys(PARSED_COLUMNS, pl.String())
     schema["line"] = pl.Int64()
+    schema["arrival_date"] = pl.Date()
     return pl.DataFrame(schema=schema)
 
 
@@ -535,10 +542,20 @@ def _blank_to_null(name: str) -> pl.Expr:
     return pl.when(col.str.contains(r"\S")).then(col)
 
 
-def _reasons(arrival: date, config: IngestConfig) -> pl.Expr:
-    """The first contract rule each parsed row breaks (null when it passes): one stable code."""
-    latest = datetime.combine(arrival + timedelta(days=1), time(), tzinfo=UTC) + timedelta(
-        hours=config.future_tolerance_hours
+def _reasons(days: Iterable[date], config: IngestConfig) -> pl.Expr:
+    """The first contract rule each parsed row breaks (null when it passes): one stable code.
+
+    `days` are the rows' arrival dates: a timestamp is in the future after its own day's end.
+    """
+    ends = {
+        day: datetime.combine(day + timedelta(days=1), time(), tzinfo=UTC)
+        + timedelta(hours=config.future_tolerance_hours)
+        for day in days
+    }
+    arrival, keys = pl.col("arrival_date"), pl.Series(list(ends), dtype=pl.Date)
+    latest = arrival.replace_strict(keys, list(ends.values()), return_dtype=UTC_TS)
+    future = arrival.replace_strict(
+        keys, [f"future_timestamp:after {end.isoformat()}" for end in ends.values()]
     )
     kind, ts = pl.col("type"), pl.col("timestamp")
     return (
@@ -555,7 +572,7 @@ def _reasons(arrival: date, config: IngestConfig) -> pl.Expr:
         .when(pl.col("event_time").is_null())
         .then(pl.lit("unparseable_timestamp:") + ts.str.slice(0, 60))
         .when(pl.col("event_time") > latest)
-        .then(pl.lit(f"future_timestamp:after {latest.isoformat()}"))
+        .then(future)
         .when(pl.col("userId").is_null() & pl.col("anonymousId").is_null())
         .then(pl.lit("missing_user_and_anonymous_id"))
         .when((kind == "track") & pl.col("event").is_null())
@@ -567,7 +584,7 @@ def _reasons(arrival: date, config: IngestConfig) -> pl.Expr:
     )
 
 
-def _validate(parsed: pl.DataFrame, arrival: date, config: IngestConfig) -> pl.DataFrame:
+def _validate(parsed: pl.DataFrame, days: Iterable[date], config: IngestConfig) -> pl.DataFrame:
     """Normalise the parsed rows and attach `reason`; objects are decoded here (props, traits)."""
     frame = parsed.with_columns(
         *(_blank_to_null(f).alias(f) for f in TEXT_FIELDS if f not in ("type", "action")),
@@ -592,7 +609,7 @@ def _validate(parsed: pl.DataFrame, arrival: date, config: IngestConfig) -> pl.D
             traits.select(pl.all().name.prefix("t.")),
         ],
         how="horizontal",
-    ).with_columns(reason=_reasons(arrival, config))
+    ).with_columns(reason=_reasons(days, config))
 
 
 def _erased(frame: pl.DataFrame, hash_key: str, erased_id_hashes: frozenset[str]) -> pl.Series:
@@ -607,9 +624,7 @@ def _erased(frame: pl.DataFrame, hash_key: str, erased_id_hashes: frozenset[str]
     return hits[0] | hits[1] | hits[2]
 
 
-def _curate(
-    frame: pl.DataFrame, arrival: date, catalog: EventCatalog, hash_key: str
-) -> pl.DataFrame:
+def _curate(frame: pl.DataFrame, catalog: EventCatalog, hash_key: str) -> pl.DataFrame:
     """Accepted rows -> the events_validated columns, with PII hashed, dropped or truncated."""
     scrubber = JsonScrubber(hash_key, catalog.email_keys, catalog.drop_keys)
     kind = pl.col("type")
@@ -634,7 +649,7 @@ def _curate(
         "event_time",
         pl.col("event_time").dt.date().alias("event_date"),
         "received_at",
-        pl.lit(arrival, dtype=pl.Date).alias("arrival_date"),
+        "arrival_date",
         "source_file",
         "line",
         *(
@@ -676,40 +691,68 @@ def _curate(
 @dataclass(frozen=True)
 class _FileIngest:
     events: pl.DataFrame  # curated, before the day's duplicates are dropped
-    quarantine: pl.DataFrame  # source_file, line, reason, raw
-    rows_in: int
-    erased: int
+    quarantine: pl.DataFrame  # source_file, line, reason, raw, arrival_date
+    rows_in: Counter[date]
+    erased: Counter[date]
 
 
-def _batches(files: list[Path], min_bytes: int) -> list[list[Path]]:
+def _day_files(raw_dir: Path, dt: date) -> list[Path]:
+    folder = raw_dir / "events" / f"dt={dt.isoformat()}"
+    return sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith((".", "_")))
+
+
+def _day_groups(
+    raw_dir: Path, days: Iterable[date], min_bytes: int
+) -> Iterator[list[tuple[date, list[Path]]]]:
+    """Consecutive days with their files, grouped until each group holds `min_bytes`: a day's
+    files never split, nor does a day appear twice in a group. Days of a few thousand lines go
+    through together, since each pass and each validation has a fixed cost."""
+    group: list[tuple[date, list[Path]]] = []
+    size = 0
+    for day in days:
+        if group and (size >= min_bytes or day in {d for d, _ in group}):
+            yield group
+            group, size = [], 0
+        files = _day_files(raw_dir, day)
+        group.append((day, files))
+        size += sum(p.stat().st_size for p in files)
+    if group:
+        yield group
+
+
+def _batches(files: list[tuple[Path, date]], min_bytes: int) -> list[list[tuple[Path, date]]]:
     """Consecutive files grouped until each group holds `min_bytes`: large files go through one
     by one, in parallel; small ones together, since each pass has a fixed cost."""
-    batches: list[list[Path]] = []
+    batches: list[list[tuple[Path, date]]] = []
     size = min_bytes
-    for path in files:
+    for path, day in files:
         if size >= min_bytes:
             batches.append([])
             size = 0
-        batches[-1].append(path)
+        batches[-1].append((path, day))
         size += path.stat().st_size
     return batches
 
 
 def _ingest_files(
-    paths: list[Path],
+    files: list[tuple[Path, date]],
     raw_dir: Path,
-    dt: date,
     catalog: EventCatalog,
     hash_key: str,
     config: IngestConfig,
     erased_id_hashes: frozenset[str],
 ) -> _FileIngest:
-    """Files read, validated and curated: every step is per row or per distinct value, so a
-    day's files are independent until its duplicates are dropped."""
-    read = [_read_file(path, path.relative_to(raw_dir).as_posix()) for path in paths]
-    parsed = pl.concat([_empty_parsed(), *(ok for ok, _ in read)])
-    rejected = pl.concat([bad for _, bad in read])
-    rows = _validate(parsed, dt, config)
+    """Files (with their arrival days) read, validated and curated: every step is per row or
+    per distinct value, so files are independent until a day's duplicates are dropped."""
+    oks, bads, rows_in = [], [], Counter[date]()
+    for path, day in files:
+        ok, bad = _read_file(path, path.relative_to(raw_dir).as_posix())
+        rows_in[day] += ok.height + bad.height
+        oks.append(ok.with_columns(arrival_date=pl.lit(day, dtype=pl.Date)))
+        bads.append(bad.with_columns(arrival_date=pl.lit(day, dtype=pl.Date)))
+    parsed = pl.concat([_empty_parsed(), *oks])
+    rejected = pl.concat(bads)
+    rows = _validate(parsed, rows_in, config)
     erased = _erased(rows, hash_key, erased_id_hashes)
     kept = rows.filter(~erased)
     # Columns _curate does not read are dropped before the row filters copy them.
@@ -718,11 +761,80 @@ def _ingest_files(
     )
     failed = kept.filter(pl.col("reason").is_not_null()).select(rejected.columns)
     return _FileIngest(
-        events=_curate(accepted, dt, catalog, hash_key),
+        events=_curate(accepted, catalog, hash_key),
         quarantine=pl.concat([rejected, failed]),
-        rows_in=rows.height + rejected.height,
-        erased=int(erased.sum()),
+        rows_in=rows_in,
+        erased=Counter(rows["arrival_date"].filter(erased).to_list()),
     )
+
+
+def _by_day(frame: pl.DataFrame, days: list[date]) -> dict[date, pl.DataFrame]:
+    if len(days) == 1:
+        return {days[0]: frame}
+    parts = frame.partition_by("arrival_date", as_dict=True, maintain_order=True)
+    return {day: parts.get((day,), frame.clear()) for day in days}
+
+
+def _counts(frame: pl.DataFrame) -> Counter[date]:
+    return Counter(dict(frame.group_by("arrival_date").len().iter_rows()))
+
+
+def _ingest_days(
+    raw_dir: Path,
+    group: list[tuple[date, list[Path]]],
+    *,
+    catalog: EventCatalog,
+    hash_key: str,
+    config: IngestConfig,
+    erased_id_hashes: frozenset[str],
+) -> list[tuple[date, DayIngest]]:
+    """`ingest_arrival_day` of each day of `group`, their files read, validated and checked
+    together: at 1M events (days of 16k lines), Pandera alone took 25% of ingestion's time
+    when it ran day by day, most of it a fixed cost per call."""
+    days = [day for day, _ in group]
+
+    def one(batch: list[tuple[Path, date]]) -> _FileIngest:
+        return _ingest_files(batch, raw_dir, catalog, hash_key, config, erased_id_hashes)
+
+    files = [(path, day) for day, paths in group for path in paths]
+    # Batches go through in parallel: the work is in Polars, which releases the GIL.
+    with ThreadPoolExecutor(max_workers=READERS) as pool:
+        done = list(pool.map(one, _batches(files, BATCH_BYTES)))
+    curated = pl.concat([f.events for f in done]) if done else pl.DataFrame(schema=EVENTS_SCHEMA)
+    # A retry within the day: the first copy in file and line order stays. On a struct, which
+    # Polars row-encodes: 250k ids 61 -> 28 ms against the string column's own.
+    events = curated.filter(pl.struct("arrival_date", "event_id").is_first_distinct())
+    quarantine = quarantine_frame(
+        pl.concat(
+            [_problem_rows("", []).with_columns(arrival_date=pl.lit(None, pl.Date))]
+            + [f.quarantine for f in done]
+        ).sort("arrival_date", "source_file", "line"),
+        source="events",
+    )
+    events, quarantine = EventsValidated.validate(events), Quarantine.validate(quarantine)
+    found, kept = _counts(curated), _counts(events)
+    quarantined = _counts(quarantine)
+    day_events, day_quarantine = _by_day(events, days), _by_day(quarantine, days)
+    rows_in = sum((f.rows_in for f in done), Counter[date]())
+    erased = sum((f.erased for f in done), Counter[date]())
+    return [
+        (
+            day,
+            DayIngest(
+                day_events[day],
+                day_quarantine[day],
+                {
+                    "files": len(paths),
+                    "rows_in": rows_in[day],
+                    "accepted": kept[day],
+                    "quarantined": quarantined[day],
+                    "duplicates_in_day": found[day] - kept[day],
+                    "erased": erased[day],
+                },
+            ),
+        )
+        for day, paths in group
+    ]
 
 
 def ingest_arrival_day(
@@ -739,36 +851,15 @@ def ingest_arrival_day(
     rows_in == accepted + quarantined + duplicates_in_day + erased, always.
     """
     raw_dir = Path(raw_dir)
-    folder = raw_dir / "events" / f"dt={dt.isoformat()}"
-    files = sorted(
-        p for p in folder.rglob("*") if p.is_file() and not p.name.startswith((".", "_"))
+    ((_, day),) = _ingest_days(
+        raw_dir,
+        [(dt, _day_files(raw_dir, dt))],
+        catalog=catalog,
+        hash_key=hash_key,
+        config=config,
+        erased_id_hashes=erased_id_hashes,
     )
-
-    def one(batch: list[Path]) -> _FileIngest:
-        return _ingest_files(batch, raw_dir, dt, catalog, hash_key, config, erased_id_hashes)
-
-    # Batches go through in parallel: the work is in Polars, which releases the GIL.
-    with ThreadPoolExecutor(max_workers=READERS) as pool:
-        done = list(pool.map(one, _batches(files, BATCH_BYTES)))
-    curated = pl.concat([f.events for f in done]) if done else pl.DataFrame(schema=EVENTS_SCHEMA)
-    # a retry within the day: the first copy in file and line order stays
-    events = curated.filter(pl.col("event_id").is_first_distinct())
-    quarantine = quarantine_frame(
-        pl.concat([_problem_rows("", []), *(f.quarantine for f in done)]).sort(
-            "source_file", "line"
-        ),
-        source="events",
-        arrival_date=dt,
-    )
-    stats = {
-        "files": len(files),
-        "rows_in": sum(f.rows_in for f in done),
-        "accepted": events.height,
-        "quarantined": quarantine.height,
-        "duplicates_in_day": curated.height - events.height,
-        "erased": sum(f.erased for f in done),
-    }
-    return DayIngest(EventsValidated.validate(events), Quarantine.validate(quarantine), stats)
+    return day
 
 
 def ingest_arrival_days(
@@ -780,40 +871,40 @@ def ingest_arrival_days(
     config: IngestConfig,
     erased_id_hashes: frozenset[str] = frozenset(),
     workers: int = 2,
+    group_bytes: int = GROUP_BYTES,
 ) -> Iterator[tuple[date, DayIngest]]:
     """`ingest_arrival_day` for each day, yielded in the order of `days` as (day, DayIngest).
 
-    Up to `workers` days run at once in threads (Polars releases the GIL), so one day's Python
-    steps overlap another's native work; at most `workers` results wait for the caller.
+    Consecutive days go through in groups of at least `group_bytes` of files (a large day
+    alone). Up to `workers` groups run at once in threads (Polars releases the GIL), so one
+    group's Python steps overlap another's native work; at most `workers` groups of results
+    wait for the caller.
     """
     if workers < 1:
         raise ValueError(f"workers must be at least 1, not {workers}")
-    todo = iter(days)
-    running: deque[tuple[date, Future[DayIngest]]] = deque()
+    raw_dir = Path(raw_dir)
+    todo = _day_groups(raw_dir, days, group_bytes)
+    running: deque[Future[list[tuple[date, DayIngest]]]] = deque()
     with ThreadPoolExecutor(max_workers=workers) as pool:
 
         def start_next() -> None:
-            day = next(todo, None)
-            if day is not None:
+            group = next(todo, None)
+            if group is not None:
                 running.append(
-                    (
-                        day,
-                        pool.submit(
-                            ingest_arrival_day,
-                            raw_dir,
-                            day,
-                            catalog=catalog,
-                            hash_key=hash_key,
-                            config=config,
-                            erased_id_hashes=erased_id_hashes,
-                        ),
+                    pool.submit(
+                        _ingest_days,
+                        raw_dir,
+                        group,
+                        catalog=catalog,
+                        hash_key=hash_key,
+                        config=config,
+                        erased_id_hashes=erased_id_hashes,
                     )
                 )
 
         for _ in range(workers):
             start_next()
         while running:
-            day, future = running.popleft()
-            result = future.result()
+            results = running.popleft().result()
             start_next()
-            yield day, result
+            yield from results

@@ -109,13 +109,17 @@ DELETION_REQUESTS_SCHEMA: dict[str, pl.DataType] = {
 def quarantine_frame(
     rows: pl.DataFrame, *, source: str, arrival_date: date | None = None
 ) -> pl.DataFrame:
-    """Quarantine rows in the shared shape from a frame with source_file, line, reason, raw."""
+    """Quarantine rows in the shared shape from a frame with source_file, line, reason, raw; the
+    arrival date is `arrival_date`, else the rows' own column, else null."""
+    own = arrival_date is None and "arrival_date" in rows.columns
     return rows.select(
         pl.col("source_file").cast(pl.String),
         pl.col("line").cast(pl.Int64),
         pl.col("reason").cast(pl.String),
         pl.col("raw").cast(pl.String),
-        pl.lit(arrival_date, dtype=pl.Date).alias("arrival_date"),
+        pl.col("arrival_date").cast(pl.Date)
+        if own
+        else pl.lit(arrival_date, dtype=pl.Date).alias("arrival_date"),
         pl.lit(source, dtype=pl.String).alias("source"),
     )
 
@@ -166,7 +170,7 @@ def matches(column: str, pattern: str) -> pl.Expr:
 class EventsValidated(pa.DataFrameModel):
     """events_validated / events: one row per accepted event."""
 
-    event_id: str = pa.Field(unique=True, str_length={"min_value": 1})
+    event_id: str = pa.Field(str_length={"min_value": 1})
     type: str = pa.Field(isin=list(EVENT_TYPES))
     event_name: str = pa.Field(nullable=True)
     user_id: str = pa.Field(nullable=True)
@@ -204,6 +208,9 @@ class EventsValidated(pa.DataFrameModel):
     class Config:
         strict = True
         ordered = True
+        # unique within an arrival day: several days are validated at once, and a client's
+        # retry arriving on a later day is dropped only when that day meets the lake's ids
+        unique = ["arrival_date", "event_id"]
 
     @pa.dataframe_check
     def has_an_id(cls, data) -> pl.LazyFrame:
