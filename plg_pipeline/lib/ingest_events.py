@@ -99,8 +99,7 @@ GROUP_BYTES = 4 << 20
 """Consecutive days are ingested together until their files hold this many bytes (a day of 10M
 events holds 20 MB and goes alone). 1M events, 64 days, 3 interleaved runs: CPU 17.5-24.1 ->
 13.4-14.9 s, wall 12.0-27.9 -> 8.8-11.1 s (the host stole 5-29% of the CPU), peak RSS 0.50 ->
-0.75 GiB. Groups of 8 or 16 MB
-cost no less CPU and peaked at 1.1 and 1.6 GiB."""
+0.75 GiB. Groups of 8 or 16 MB cost no less CPU and peaked at 1.1 and 1.6 GiB."""
 READERS = 3  # batches of a day at once: a day of three 78k-line files 0.86 -> 0.81 s over 2
 _DEDUP_SEED = 7
 
