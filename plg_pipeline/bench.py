@@ -76,11 +76,25 @@ def reset_peak_rss() -> None:
     Path("/proc/self/clear_refs").write_text("5")  # 5: reset the high-water mark to the RSS now
 
 
+def cpu_ticks() -> tuple[int, int]:
+    """(stolen, all) CPU ticks of the machine since boot, from /proc/stat's `cpu` line."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    return fields[7], sum(fields)
+
+
+def stolen(since: tuple[int, int]) -> float:
+    """The share of the machine's CPU time the VM's host took since `since` (cpu_ticks): on a
+    shared host it ran at 5-29% on some days, slowing every stage by as much."""
+    steal, total = (now - then for now, then in zip(cpu_ticks(), since, strict=True))
+    return steal / total if total else 0.0
+
+
 def _timed(results: dict, name: str, fn, *args):
     reset_peak_rss()
-    began = time.perf_counter()
+    ticks, began = cpu_ticks(), time.perf_counter()
     value = fn(*args)
-    results[name] = {"seconds": time.perf_counter() - began, "peak_rss": peak_rss()}
+    seconds = time.perf_counter() - began
+    results[name] = {"seconds": seconds, "peak_rss": peak_rss(), "steal": stolen(ticks)}
     return value
 
 
@@ -315,11 +329,12 @@ def _import_what_pandera_defers() -> None:
 
 def _measured(fn, args) -> dict:
     _import_what_pandera_defers()
-    start_rss, began = rss(), time.perf_counter()
+    start_rss, ticks, began = rss(), cpu_ticks(), time.perf_counter()
     result = fn(*args)
     result["start_rss"] = start_rss
     result["seconds"] = time.perf_counter() - began
     result["peak_rss"] = peak_rss()
+    result["steal"] = stolen(ticks)
     return result
 
 
@@ -332,8 +347,12 @@ def in_child(fn, *args) -> dict:
 # ---------------------------------------------------------------- report
 
 
-def _line(name: str, seconds: float, events: int, peak: int) -> str:
-    return f"{name:<30}{seconds:>9.2f} s{events / seconds:>13,.0f} ev/s{peak / 1024**2:>9,.0f} MiB"
+def _line(name: str, s: dict, events: int) -> str:
+    seconds, peak = s["seconds"], s["peak_rss"]
+    return (
+        f"{name:<30}{seconds:>9.2f} s{events / seconds:>13,.0f} ev/s{peak / 1024**2:>9,.0f} MiB"
+        f"{s['steal']:>8.0%}"
+    )
 
 
 def _check(ok: bool, text: str) -> None:
@@ -345,17 +364,19 @@ def _report(
 ) -> None:
     total = sum(s["seconds"] for s in stages.values())
     peak = max(s["peak_rss"] for s in stages.values())
-    print(f"\n{'stage':<30}{'wall':>11}{'throughput':>18}{'peak RSS':>13}")
+    steal = sum(s["steal"] * s["seconds"] for s in stages.values()) / total
+    print(f"\n{'stage':<30}{'wall':>11}{'throughput':>18}{'peak RSS':>13}{'steal':>8}")
     for name, s in stages.items():
-        print(_line(name, s["seconds"], n, s["peak_rss"]))
-    print(_line("end to end", total, n, peak))
+        print(_line(name, s, n))
+    print(_line("end to end", {"seconds": total, "peak_rss": peak, "steal": steal}, n))
     for when, floor in zip(("before", "after"), floors, strict=True):
-        print(_line(f"duckdb read_json (floor {when})", floor["seconds"], n, floor["peak_rss"]))
+        print(_line(f"duckdb read_json (floor {when})", floor, n))
     floor_seconds = sum(f["seconds"] for f in floors) / len(floors)
     rows = pandas["rows_in"]
-    print(_line(f"pandas ({pandas_days} days)", pandas["seconds"], rows, pandas["peak_rss"]))
+    print(_line(f"pandas ({pandas_days} days)", pandas, rows))
     for label, s in incr.items():
-        print(_line(f"incremental {label}", s["seconds"], s["rows_in"], s["peak_rss"]))
+        print(_line(f"incremental {label}", s, s["rows_in"]))
+    print("steal: the share of the machine's CPU time the VM's host took while each one ran")
     print("\nwhere each extra day's time went")
     for label, s in incr.items():
         spent = ", ".join(f"{part} {seconds:.2f} s" for part, seconds in s["parts"].items())

@@ -41,7 +41,10 @@ def test_bench_prints_every_figure(tmp_path, capsys):
         "incremental day 31 after 30",
         f"incremental day {DAYS} after {DAYS - 1}",
     ]
-    rows = {line.split("  ")[0] for line in out.splitlines() if " ev/s" in line}
+    lines = [line for line in out.splitlines() if " ev/s" in line and line[0] != " "]
+    rows = {line.split("  ")[0] for line in lines}
+    # each figure says how much CPU the VM's host took while it ran (0-100%)
+    assert all(0 <= int(re.search(r" (\d+)%$", line)[1]) <= 100 for line in lines), out
     for name in figures:
         assert any(r.startswith(name) for r in rows), (name, out)
     verdicts = [line.split()[0] for line in out.splitlines() if line.startswith("  ")]
