@@ -25,6 +25,7 @@ def test_bench_prints_every_figure(tmp_path, capsys):
             f"--days={DAYS}",
             f"--work={tmp_path}",
             "--pandas-events=4000",
+            "--repeats=2",
         ]
     )
     out = capsys.readouterr().out
@@ -51,8 +52,11 @@ def test_bench_prints_every_figure(tmp_path, capsys):
     assert len(verdicts) == 8 and set(verdicts) <= {"PASS", "FAIL"}, out
     assert "PASS each extra day equals a full build of the same days: yes" in out, out
     for label in ("day 31 after 30", f"day {DAYS} after {DAYS - 1}"):
-        spent = re.search(rf"^{label}: (.*); (\d+) dates rebuilt$", out, re.MULTILINE)
+        spent = re.search(
+            rf"^{label}: (.*); (\d+) dates rebuilt; the median of runs of (.*) s$", out, re.M
+        )
         assert spent and int(spent[2]) > 0, out
+        assert len(spent[3].split(", ")) == 2, out
         parts = dict(part.rsplit(" ", 2)[:2] for part in spent[1].split(", "))
         assert list(parts) == ["ingest", "identity", "activity tables", "writes"], out
         assert all(float(seconds) > 0 for seconds in parts.values()), out
@@ -83,3 +87,15 @@ def test_pandas_baseline_counts_what_polars_counts(world, tmp_path):
     pandas_daily = pl.from_pandas(theirs["account_daily"]).cast(ours.schema)
     assert ours["events"].sum() > 10_000 and ours["sessions"].sum() > 0
     assert_frame_equal(pandas_daily, ours)
+
+
+def test_an_extra_day_is_the_median_of_its_runs_and_any_run_that_differs_counts():
+    runs = [
+        {"seconds": 3.0, "differ": []},
+        {"seconds": 1.0, "differ": ["sessions"]},
+        {"seconds": 2.0, "differ": []},
+    ]
+    median = bench._median_run(runs)
+    assert median["seconds"] == 2.0 and median["runs"] == [3.0, 1.0, 2.0]
+    assert median["differ"] == ["sessions"]
+    assert bench._median_run(runs[:2])["seconds"] == 1.0
