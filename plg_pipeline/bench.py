@@ -429,8 +429,8 @@ def _report(
 
 def _median_run(runs: list[dict]) -> dict:
     """The run of median time, with every run's seconds and every table any run got wrong: a
-    single run met the host's fast or slow spells (one extra day took 1.4 to 2.6 s in one
-    afternoon)."""
+    single run met the host's fast or slow spells (at 1M, day 60 took 1.4 to 2.6 s within one
+    session)."""
     ranked = sorted(runs, key=lambda r: r["seconds"])
     median = dict(ranked[(len(ranked) - 1) // 2])
     median["runs"] = [r["seconds"] for r in runs]

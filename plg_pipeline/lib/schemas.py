@@ -6,7 +6,6 @@ here is a bug in ingestion (bad input is quarantined before it), so it raises.
 
 from __future__ import annotations
 
-from datetime import date
 from typing import Annotated
 
 import pandera.polars as pa
@@ -106,20 +105,17 @@ DELETION_REQUESTS_SCHEMA: dict[str, pl.DataType] = {
 }
 
 
-def quarantine_frame(
-    rows: pl.DataFrame, *, source: str, arrival_date: date | None = None
-) -> pl.DataFrame:
-    """Quarantine rows in the shared shape from a frame with source_file, line, reason, raw; the
-    arrival date is `arrival_date`, else the rows' own column, else null."""
-    own = arrival_date is None and "arrival_date" in rows.columns
+def quarantine_frame(rows: pl.DataFrame, *, source: str) -> pl.DataFrame:
+    """Quarantine rows in the shared shape from a frame with source_file, line, reason, raw and,
+    for files of an arrival day, arrival_date (else null)."""
     return rows.select(
         pl.col("source_file").cast(pl.String),
         pl.col("line").cast(pl.Int64),
         pl.col("reason").cast(pl.String),
         pl.col("raw").cast(pl.String),
         pl.col("arrival_date").cast(pl.Date)
-        if own
-        else pl.lit(arrival_date, dtype=pl.Date).alias("arrival_date"),
+        if "arrival_date" in rows.columns
+        else pl.lit(None, dtype=pl.Date).alias("arrival_date"),
         pl.lit(source, dtype=pl.String).alias("source"),
     )
 
