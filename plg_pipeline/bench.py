@@ -84,7 +84,7 @@ def cpu_ticks() -> tuple[int, int]:
 
 def stolen(since: tuple[int, int]) -> float:
     """The share of the machine's CPU time the VM's host took since `since` (cpu_ticks): on a
-    shared host it ran at 5-29% on some days, slowing every stage by as much."""
+    shared host, vmstat showed 5-29% during one ingest, slowing every stage by as much."""
     steal, total = (now - then for now, then in zip(cpu_ticks(), since, strict=True))
     return steal / total if total else 0.0
 

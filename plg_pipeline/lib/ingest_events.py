@@ -769,8 +769,6 @@ def _ingest_files(
 
 
 def _by_day(frame: pl.DataFrame, days: list[date]) -> dict[date, pl.DataFrame]:
-    if len(days) == 1:
-        return {days[0]: frame}
     parts = frame.partition_by("arrival_date", as_dict=True, maintain_order=True)
     return {day: parts.get((day,), frame.clear()) for day in days}
 
@@ -813,8 +811,7 @@ def _ingest_days(
         source="events",
     )
     events, quarantine = EventsValidated.validate(events), Quarantine.validate(quarantine)
-    found, kept = _counts(curated), _counts(events)
-    quarantined = _counts(quarantine)
+    found = _counts(curated)
     day_events, day_quarantine = _by_day(events, days), _by_day(quarantine, days)
     rows_in = sum((f.rows_in for f in done), Counter[date]())
     erased = sum((f.erased for f in done), Counter[date]())
@@ -827,9 +824,9 @@ def _ingest_days(
                 {
                     "files": len(paths),
                     "rows_in": rows_in[day],
-                    "accepted": kept[day],
-                    "quarantined": quarantined[day],
-                    "duplicates_in_day": found[day] - kept[day],
+                    "accepted": day_events[day].height,
+                    "quarantined": day_quarantine[day].height,
+                    "duplicates_in_day": found[day] - day_events[day].height,
                     "erased": erased[day],
                 },
             ),
