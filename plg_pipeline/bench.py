@@ -256,8 +256,10 @@ def stage_incremental(raw: Path, out: Path, day: date) -> dict:
             reached=reached,
         )  # fmt: skip
     with _clock(parts, "writes"):
-        written = {n: lake.write_dates(out, n, rows) for n, rows in tables._asdict().items()}
-    return {"rows_in": rows, "dates": len(written["account_daily"]), "parts": parts}
+        for name, dated in tables._asdict().items():
+            lake.write_dates(out, name, dated)
+    note = activity.rebuild_note(tables.account_daily.frame, changed_users)
+    return {"rows_in": rows, "note": note, "parts": parts}
 
 
 @contextmanager
@@ -381,7 +383,7 @@ def _report(
     for label, s in incr.items():
         spent = ", ".join(f"{part} {seconds:.2f} s" for part, seconds in s["parts"].items())
         runs = ", ".join(f"{seconds:.2f}" for seconds in s["runs"])
-        print(f"{label}: {spent}; {s['dates']} dates rebuilt; the median of runs of {runs} s")
+        print(f"{label}: {spent}; {s['note']}; the median of runs of {runs} s")
 
     rate, pandas_rate, need = n / total, rows / pandas["seconds"], TARGET_EVENTS / TARGET_SECONDS
     print("\ntargets (pandas' rate is measured on its first days and extrapolated)")

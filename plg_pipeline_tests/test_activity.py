@@ -26,6 +26,7 @@ from plg_pipeline.lib.activity import (
     changes_from,
     first_activations,
     load_activity_config,
+    rebuild_note,
     recompute_range,
     user_daily,
 )
@@ -795,3 +796,19 @@ def test_events_of_other_roles_raise_no_flag():
             assert not column.any(), name
         else:
             assert column.is_null().all(), name
+
+
+def test_rebuild_note_says_how_far_back_an_update_went_and_why():
+    rows = pl.DataFrame(
+        {
+            "account_id": ["a", "b", "a"],
+            "date": [date(2026, 7, 29), date(2026, 7, 2), date(2026, 7, 30)],
+        }
+    )
+    assert rebuild_note(rows, []) == "3 date(s) rebuilt from 2026-07-02"
+    # old and new ids of a merge, and a consent change; a repeated id counts once
+    assert rebuild_note(rows, ["u1", "u2", "u3", "u1"]) == (
+        "3 date(s) rebuilt from 2026-07-02, 3 user id(s) relabelled or with changed consent"
+        " (rebuilt from the first)"
+    )
+    assert rebuild_note(rows.clear(), []) == "0 date(s) rebuilt"

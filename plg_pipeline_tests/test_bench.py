@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import date
 
 import polars as pl
 import pytest
@@ -51,17 +52,20 @@ def test_bench_prints_every_figure(tmp_path, capsys):
     verdicts = [line.split()[0] for line in out.splitlines() if line.startswith("  ")]
     assert len(verdicts) == 8 and set(verdicts) <= {"PASS", "FAIL"}, out
     assert "PASS each extra day equals a full build of the same days: yes" in out, out
+    days = ingest.arrival_days(tmp_path / "raw")
     for label in ("day 31 after 30", f"day {DAYS} after {DAYS - 1}"):
         spent = re.search(
-            rf"^{label}: (.*); (\d+) dates rebuilt; the median of runs of (.*) s$", out, re.M
+            rf"^{label}: (.*); (\d+) date\(s\) rebuilt from (\S+)(, .*)?; the median of runs of (.*) s$",
+            out,
+            re.M,
         )
         assert spent and int(spent[2]) > 0, out
-        assert len(spent[3].split(", ")) == 2, out
+        assert date.fromisoformat(spent[3]) <= days[int(label.split()[1]) - 1], out
+        assert len(spent[5].split(", ")) == 2, out
         parts = dict(part.rsplit(" ", 2)[:2] for part in spent[1].split(", "))
         assert list(parts) == ["ingest", "identity", "activity tables", "writes"], out
         assert all(float(seconds) > 0 for seconds in parts.values()), out
     # the lake the stages wrote has every arrival day and a full account_daily
-    days = ingest.arrival_days(tmp_path / "raw")
     assert len(days) >= DAYS
     assert len(lake.partition_files(tmp_path / "lake", "events")) == len(days)
     assert lake.scan_dates(tmp_path / "lake", "account_daily").collect().height > 0

@@ -64,6 +64,8 @@ def test_second_run_merges_new_days_incrementally(runs):
     assert mode.startswith("incremental:"), mode
     # the late billing row re-priced the stored rows from its date, without a rebuild
     assert f"billing changed from {stepwise.days[2]}" in mode, mode
+    # and the rows written again start there: the note says how far back the update went
+    assert f"date(s) rebuilt from {stepwise.days[2]}" in mode, mode
 
 
 def test_checks_measure_the_dates_an_incremental_run_rebuilt(runs):

@@ -138,7 +138,8 @@ def activity_tables(
             arrived=arrived, changed_users=changed_users, identity_map=ids, reached=reached,
         )  # fmt: skip
         days_rebuilt = tables.account_daily.frame["date"].n_unique()
-        mode = f"incremental: {len(added)} new day(s), {days_rebuilt} date(s) rebuilt"
+        note = activity.rebuild_note(tables.account_daily.frame, changed_users)
+        mode = f"incremental: {len(added)} new day(s), {note}"
         if billing_from is not None:
             mode += f", billing changed from {billing_from}"
         # the checks measure the new events' dates, at a cost that does not grow with history
