@@ -775,7 +775,8 @@ def _by_day(frame: pl.DataFrame, days: list[date]) -> dict[date, pl.DataFrame]:
 
 def _counts(frame: pl.DataFrame) -> Counter[date]:
     """Rows per arrival date, counted on that column alone: grouping the whole frame (a concat
-    of batches, so in chunks) first rechunks every column (10M, a 150k-row day: 35 -> 1 ms)."""
+    of batches, so in chunks) first rechunks every column (10M, 143-154k-row days: 34-37 ->
+    0.3 ms)."""
     return Counter(dict(frame["arrival_date"].value_counts().iter_rows()))
 
 
