@@ -320,7 +320,11 @@ def update_identity(
 def with_canonical(
     events: pl.LazyFrame, identity_map: pl.DataFrame | pl.LazyFrame, extra: Sequence[str] = ()
 ) -> pl.LazyFrame:
-    """Add canonical_user_id (and `extra` lookup columns), by userId, else by anonymousId."""
+    """Add canonical_user_id (and `extra` lookup columns), by userId, else by anonymousId.
+
+    A join, though a `replace_strict` of each event's row in the map and a gather per column
+    took half its time on 5 days of 10M (883k events: 0.10 against 0.20 s): over all 10M
+    events Polars' parallel join won (identity 7.0-8.0 s against 8.3-9.8)."""
     lookup = identity_map.lazy().select(
         pl.col("id").alias("_identity_key"), "canonical_user_id", *extra
     )
