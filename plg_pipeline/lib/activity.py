@@ -1133,6 +1133,12 @@ def _touched(
     accounts, and their stored rows show where they counted before); that covers an account
     whose rows now start earlier, as only a member's late event can move its first member's
     day. Other users' and accounts' stored rows depend on nothing that arrived.
+
+    Each changed user from the eve of its own ids' first event (or the stored session running
+    into it) was measured too: at 10M, day 60, their 17 dates spread over 4 weeks, yet the
+    update was no faster (activity tables 2.50-2.64 s against 2.35-2.47): the earliest still
+    has the early dates scanned, and the scan is most of their cost (24 days of events, the
+    rows of 300 ids: 0.19-0.23 s).
     """
     stored_last = stored.account_daily.select(pl.col("date").max()).collect().item()
     if stored_last is None or stored_last < dates[0]:
